@@ -1,0 +1,197 @@
+//! `POST /generate`: the JSON body, parsed strictly and checked against the limits into a
+//! [`GenerateRequest`] that every later stage can trust, or an [`ApiError`] saying what is wrong.
+
+use super::error::ApiError;
+use super::wav;
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+
+/// The synthesis modes of the contract; each maps to one CosyVoice inference route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    ZeroShot,
+    CrossLingual,
+    Instruct,
+    Sft,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::ZeroShot => "zero_shot",
+            Mode::CrossLingual => "cross_lingual",
+            Mode::Instruct => "instruct",
+            Mode::Sft => "sft",
+        }
+    }
+
+    fn needs_prompt_audio(self) -> bool {
+        !matches!(self, Mode::Sft)
+    }
+}
+
+/// The limits a request is checked against (`cosygate.limits`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_text_chars: usize,
+    pub max_prompt_seconds: f64,
+}
+
+/// A validated synthesis request. Text fields are trimmed; the prompt audio is decoded and
+/// known to be a readable WAV within the limits.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub mode: Mode,
+    pub text: String,
+    pub prompt_audio: Option<Bytes>,
+    pub prompt_text: Option<String>,
+    pub instruct_text: Option<String>,
+    pub spk_id: Option<String>,
+    pub seed: u64,
+    pub speed: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    text: String,
+    #[serde(default)]
+    mode: Option<Mode>,
+    #[serde(default)]
+    prompt_audio: Option<String>,
+    #[serde(default)]
+    prompt_text: Option<String>,
+    #[serde(default)]
+    instruct_text: Option<String>,
+    #[serde(default)]
+    spk_id: Option<String>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    speed: Option<f64>,
+}
+
+impl GenerateRequest {
+    /// Parses and validates a request body.
+    pub fn parse(body: &[u8], limits: RequestLimits) -> Result<Self, ApiError> {
+        let raw: RawRequest = serde_json::from_slice(body).map_err(json_error)?;
+        let mode = raw.mode.unwrap_or(Mode::ZeroShot);
+        let text = raw.text.trim().to_string();
+        if text.is_empty() {
+            return Err(ApiError::unprocessable(
+                "empty_text",
+                "`text` is empty: give the words to speak",
+            ));
+        }
+        let chars = text.chars().count();
+        if chars > limits.max_text_chars {
+            return Err(ApiError::unprocessable(
+                "text_too_long",
+                format!(
+                    "`text` has {chars} characters; the limit is {}: split it into several requests",
+                    limits.max_text_chars
+                ),
+            ));
+        }
+        let speed = raw.speed.unwrap_or(1.0);
+        if !(0.5..=2.0).contains(&speed) {
+            return Err(ApiError::unprocessable(
+                "speed_out_of_range",
+                format!("`speed` is {speed}; it must be between 0.5 and 2.0"),
+            ));
+        }
+        let trimmed = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let prompt_text = trimmed(raw.prompt_text);
+        let instruct_text = trimmed(raw.instruct_text);
+        let spk_id = trimmed(raw.spk_id);
+        let prompt_audio = match (raw.prompt_audio, mode.needs_prompt_audio()) {
+            (Some(b64), true) => Some(decode_prompt_audio(&b64, limits)?),
+            (None, true) => return Err(missing("prompt_audio", mode)),
+            (_, false) => None,
+        };
+        if mode == Mode::Instruct && instruct_text.is_none() {
+            return Err(missing("instruct_text", mode));
+        }
+        if mode == Mode::Sft && spk_id.is_none() {
+            return Err(missing("spk_id", mode));
+        }
+        Ok(Self {
+            mode,
+            text,
+            prompt_audio,
+            prompt_text,
+            instruct_text,
+            spk_id,
+            seed: raw.seed.unwrap_or(0),
+            speed,
+        })
+    }
+}
+
+fn missing(field: &str, mode: Mode) -> ApiError {
+    ApiError::bad_request(
+        "missing_field",
+        format!("`{field}` is required for mode {}", mode.as_str()),
+    )
+}
+
+/// Maps serde_json's failures to stable codes.
+fn json_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let msg = e.to_string();
+    match e.classify() {
+        Category::Data if msg.starts_with("unknown field") => ApiError::bad_request(
+            "unknown_field",
+            format!("{msg}; see the README for the fields of /generate"),
+        ),
+        Category::Data if msg.starts_with("missing field") => ApiError::bad_request("missing_field", msg),
+        Category::Data if msg.starts_with("duplicate field") => ApiError::bad_request("duplicate_field", msg),
+        Category::Data if msg.starts_with("unknown variant") => ApiError::bad_request("invalid_mode", msg),
+        Category::Data => ApiError::bad_request("invalid_field", msg),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {msg}"))
+        }
+    }
+}
+
+/// Decodes standard base64 (padding required). Line breaks from MIME-style wrapping are
+/// ignored; any other whitespace or alphabet is refused.
+fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, ApiError> {
+    let compact: String = b64.chars().filter(|c| *c != '\n' && *c != '\r').collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_base64",
+                format!("`prompt_audio` is not standard base64 with padding: {e}"),
+            )
+        })?;
+    let info = wav::parse_wav(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_prompt_audio",
+            format!("`prompt_audio` is not a usable WAV file: {e}"),
+        )
+    })?;
+    if info.sample_rate < 16000 {
+        return Err(ApiError::unprocessable(
+            "sample_rate_too_low",
+            format!(
+                "prompt audio is sampled at {} Hz; CosyVoice needs at least 16000 Hz",
+                info.sample_rate
+            ),
+        ));
+    }
+    if info.duration_secs() > limits.max_prompt_seconds {
+        return Err(ApiError::unprocessable(
+            "prompt_too_long",
+            format!(
+                "prompt audio lasts {:.2} s; the limit is {} s (3 to 10 s of clean speech works best)",
+                info.duration_secs(),
+                limits.max_prompt_seconds
+            ),
+        ));
+    }
+    Ok(Bytes::from(bytes))
+}

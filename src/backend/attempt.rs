@@ -1,0 +1,147 @@
+//! One attempt against one backend: connect (reusing a pooled connection when there is one),
+//! send the request with `Content-Length`, read the whole answer under a deadline, and classify
+//! what went wrong. A body that ends early is a failure, never a short success.
+
+use super::protocol::UpstreamRequest;
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Pooled backend connections are dropped after this idle time: below uvicorn's 5 s keep-alive,
+/// so we never write into a connection the backend is closing (facts.md).
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Time allowed to open a TCP connection to a backend.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why an attempt did not produce audio. Everything but `Rejected` may succeed elsewhere.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptError {
+    /// Could not connect or send the request.
+    Connect(String),
+    /// The deadline passed before the answer was complete.
+    Timeout(Duration),
+    /// The backend answered 5xx (or another non-200, non-4xx status).
+    Status { status: u16, detail: String },
+    /// The backend answered 4xx: the request itself is wrong; retrying cannot help.
+    Rejected { status: u16, detail: String },
+    /// The answer was cut short (connection closed or reset mid-body).
+    Truncated(String),
+    /// A complete 200 whose body is not acceptable audio.
+    BadAudio(String),
+}
+
+impl AttemptError {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AttemptError::Connect(_) => "connect",
+            AttemptError::Timeout(_) => "timeout",
+            AttemptError::Status { .. } => "status_5xx",
+            AttemptError::Rejected { .. } => "status_4xx",
+            AttemptError::Truncated(_) => "truncated",
+            AttemptError::BadAudio(_) => "bad_audio",
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Connect(e) => write!(f, "cannot reach the backend: {e}"),
+            AttemptError::Timeout(d) => write!(f, "no complete answer within {} ms", d.as_millis()),
+            AttemptError::Status { status, detail } => write!(f, "backend answered {status}: {detail}"),
+            AttemptError::Rejected { status, detail } => {
+                write!(f, "backend refused the request ({status}): {detail}")
+            }
+            AttemptError::Truncated(e) => write!(f, "the answer was cut short: {e}"),
+            AttemptError::BadAudio(e) => write!(f, "the answer is not valid audio: {e}"),
+        }
+    }
+}
+
+/// Sends `req` to `addr` and returns the status and the complete body, all within `deadline`.
+pub async fn send(
+    connector: &Connector,
+    addr: SocketAddr,
+    req: &UpstreamRequest,
+    request_id: &str,
+    deadline: Duration,
+) -> Result<(u16, Bytes), AttemptError> {
+    let started = Instant::now();
+    match tokio::time::timeout(deadline, exchange(connector, addr, req, request_id)).await {
+        Ok(result) => result,
+        Err(_) => Err(AttemptError::Timeout(started.elapsed())),
+    }
+}
+
+async fn exchange(
+    connector: &Connector,
+    addr: SocketAddr,
+    req: &UpstreamRequest,
+    request_id: &str,
+) -> Result<(u16, Bytes), AttemptError> {
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+    peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+    // A pooled connection the backend has just closed fails on first use; that is no fault of
+    // the backend, so such failures are retried on a fresh connection (bounded: the pool holds
+    // few idle connections per backend and each failed one is dropped).
+    for _ in 0..4 {
+        let (mut session, reused) = connector
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| AttemptError::Connect(e.to_string()))?;
+        let header = request_header(addr, req, request_id)?;
+        let sent = async {
+            session.write_request_header(header).await?;
+            session.write_request_body(req.body.clone(), true).await?;
+            session.finish_request_body().await?;
+            session.read_response_header().await
+        }
+        .await;
+        if let Err(e) = sent {
+            if reused {
+                continue;
+            }
+            return Err(AttemptError::Connect(e.to_string()));
+        }
+        let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(0);
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_response_body().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return Err(AttemptError::Truncated(format!("{e} after {} bytes", body.len()))),
+            }
+        }
+        connector
+            .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT))
+            .await;
+        return Ok((status, body.freeze()));
+    }
+    Err(AttemptError::Connect(
+        "every pooled connection to the backend was closed".into(),
+    ))
+}
+
+fn request_header(
+    addr: SocketAddr,
+    req: &UpstreamRequest,
+    request_id: &str,
+) -> Result<Box<RequestHeader>, AttemptError> {
+    let build = || -> pingora::Result<RequestHeader> {
+        let mut h = RequestHeader::build("POST", req.path.as_bytes(), Some(5))?;
+        h.insert_header("Host", addr.to_string())?;
+        h.insert_header("Content-Type", req.content_type.as_str())?;
+        h.insert_header("Content-Length", req.body.len().to_string())?;
+        h.insert_header("X-Request-Id", request_id)?;
+        h.insert_header("User-Agent", concat!("cosygate/", env!("CARGO_PKG_VERSION")))?;
+        Ok(h)
+    };
+    build()
+        .map(Box::new)
+        .map_err(|e| AttemptError::Connect(format!("cannot build the request: {e}")))
+}

@@ -1,0 +1,154 @@
+//! The two backend protocols: how a validated [`GenerateRequest`] becomes an HTTP request for
+//! a pool's backends, and how their answer becomes a checked WAV or a classified failure.
+//!
+//! - `cosyvoice_fastapi`: CosyVoice's own server. Multipart form to `/inference_*`; the answer
+//!   is raw int16 mono PCM with no Content-Type, wrapped here into a WAV at the pool's rate.
+//! - `generate_json`: our JSON body passed through to `POST /generate`; the answer must already
+//!   be a complete WAV.
+
+use super::attempt::AttemptError;
+use super::multipart::Form;
+use crate::api::{wav, ApiError, GenerateRequest, Mode};
+use crate::config::{ModelFamily, PoolConf, Protocol};
+use bytes::Bytes;
+
+/// CosyVoice3's marker between the system prompt and the transcript or instruction.
+pub const END_OF_PROMPT: &str = "<|endofprompt|>";
+/// The system prompt CosyVoice3's own examples put in front of the marker.
+const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+
+/// A request ready to send to any backend of a pool (built once, reused for every attempt).
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub path: &'static str,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+/// Builds the backend request. `raw_body` is the client's JSON, passed through for
+/// `generate_json`. Refuses what the pool's protocol cannot express.
+pub fn build(pool: &PoolConf, req: &GenerateRequest, raw_body: &Bytes) -> Result<UpstreamRequest, ApiError> {
+    match pool.protocol {
+        Protocol::GenerateJson => Ok(UpstreamRequest {
+            path: "/generate",
+            content_type: "application/json".into(),
+            body: raw_body.clone(),
+        }),
+        Protocol::CosyvoiceFastapi => build_fastapi(pool.model, req),
+    }
+}
+
+fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
+    if req.speed != 1.0 {
+        return Err(ApiError::unprocessable(
+            "unsupported_parameter",
+            "`speed` other than 1.0 is not supported by this pool's backends (CosyVoice's FastAPI server has no speed control)",
+        ));
+    }
+    let v3 = model == ModelFamily::Cosyvoice3;
+    let mut form = Form::new();
+    let path = match req.mode {
+        Mode::ZeroShot => {
+            let prompt_text = req.prompt_text.as_deref().unwrap_or("");
+            form.text("tts_text", &req.text)
+                .text("prompt_text", &with_marker(v3, prompt_text, false));
+            "/inference_zero_shot"
+        }
+        Mode::CrossLingual => {
+            form.text("tts_text", &with_marker(v3, &req.text, false));
+            "/inference_cross_lingual"
+        }
+        Mode::Instruct => {
+            let instruct = req.instruct_text.as_deref().unwrap_or("");
+            form.text("tts_text", &req.text)
+                .text("instruct_text", &with_marker(v3, instruct, true));
+            "/inference_instruct2"
+        }
+        Mode::Sft => {
+            form.text("tts_text", &req.text)
+                .text("spk_id", req.spk_id.as_deref().unwrap_or(""));
+            "/inference_sft"
+        }
+    };
+    if let Some(audio) = &req.prompt_audio {
+        form.file("prompt_wav", "prompt.wav", "audio/wav", audio);
+    }
+    let (content_type, body) = form.finish();
+    Ok(UpstreamRequest {
+        path,
+        content_type,
+        body,
+    })
+}
+
+/// CosyVoice3 needs `<|endofprompt|>`: a text without it gets the model's usual system prompt
+/// in front (`System prompt.<|endofprompt|>text`), or, for an instruction, the marker after it
+/// (`System prompt. instruction<|endofprompt|>`). Other models get the text unchanged.
+fn with_marker(v3: bool, text: &str, instruction: bool) -> String {
+    if !v3 || text.contains(END_OF_PROMPT) {
+        return text.to_string();
+    }
+    if instruction {
+        format!("{COSYVOICE3_SYSTEM_PROMPT} {text}{END_OF_PROMPT}")
+    } else {
+        format!("{COSYVOICE3_SYSTEM_PROMPT}{END_OF_PROMPT}{text}")
+    }
+}
+
+/// Turns a complete backend answer (status and whole body) into a WAV, or says why not.
+pub fn decode(pool: &PoolConf, status: u16, body: Bytes) -> Result<Bytes, AttemptError> {
+    match status {
+        200 => {}
+        400..=499 => {
+            return Err(AttemptError::Rejected {
+                status,
+                detail: snippet(&body),
+            })
+        }
+        _ => {
+            return Err(AttemptError::Status {
+                status,
+                detail: snippet(&body),
+            })
+        }
+    }
+    if body.is_empty() {
+        return Err(AttemptError::BadAudio(
+            "200 with an empty body (synthesis failed inside the stream)".into(),
+        ));
+    }
+    match pool.protocol {
+        Protocol::CosyvoiceFastapi => wav::pcm16_to_wav(&body, pool.sample_rate)
+            .map(Bytes::from)
+            .map_err(|e| AttemptError::BadAudio(e.to_string())),
+        Protocol::GenerateJson => match wav::parse_wav(&body) {
+            Ok(_) => Ok(body),
+            Err(e) => Err(AttemptError::BadAudio(e.to_string())),
+        },
+    }
+}
+
+/// The start of an error body, for messages and logs.
+fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    s.chars().filter(|c| !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosyvoice3_gets_its_prompt_marker_once() {
+        assert_eq!(
+            with_marker(true, "hello", false),
+            "You are a helpful assistant.<|endofprompt|>hello"
+        );
+        assert_eq!(
+            with_marker(true, "Speak slowly.", true),
+            "You are a helpful assistant. Speak slowly.<|endofprompt|>"
+        );
+        assert_eq!(with_marker(true, "x<|endofprompt|>y", false), "x<|endofprompt|>y");
+        assert_eq!(with_marker(false, "hello", false), "hello");
+    }
+}

@@ -1,0 +1,264 @@
+//! Reading the file: `${VAR}` substitution, strict parsing of both halves (Pingora's and ours),
+//! the cross-field checks, and errors of the form `file:line: what is wrong`.
+
+use super::schema::GatewayConf;
+use pingora::server::configuration::ServerConf;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The whole file, parsed and checked.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConf,
+    pub gateway: GatewayConf,
+}
+
+/// A configuration error, printed as `file:line: message` (or `file: message` without a line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+struct TopLevel {
+    cosygate: GatewayConf,
+}
+
+/// Reads, substitutes and parses the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let err = |line: Option<usize>, message: String| ConfigError {
+        file: file.clone(),
+        line,
+        message,
+    };
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| err(None, format!("cannot read the configuration file: {e}")))?;
+    let text =
+        substitute_env(&raw, |name| std::env::var(name).ok()).map_err(|(line, m)| err(Some(line), m))?;
+    parse(&file, &text).map(|(server, gateway)| Config {
+        path: path.to_path_buf(),
+        server,
+        gateway,
+    })
+}
+
+/// Parses already-substituted text; `file` is only used in errors.
+pub fn parse(file: &str, text: &str) -> Result<(ServerConf, GatewayConf), ConfigError> {
+    let yaml_err = |e: serde_yaml::Error| ConfigError {
+        file: file.to_string(),
+        line: e.location().map(|l| l.line()),
+        message: strip_location(&e.to_string()),
+    };
+    let top: TopLevel = serde_yaml::from_str(text).map_err(yaml_err)?;
+    let mut server: ServerConf = serde_yaml::from_str(text).map_err(yaml_err)?;
+    server = server.validate().map_err(|e| ConfigError {
+        file: file.to_string(),
+        line: None,
+        message: format!("invalid Pingora server setting: {e}"),
+    })?;
+    let gateway = top.cosygate;
+    check_gateway(&gateway).map_err(|(key, message)| ConfigError {
+        file: file.to_string(),
+        line: line_of_key(text, key),
+        message,
+    })?;
+    apply_server_defaults(text, &mut server);
+    Ok((server, gateway))
+}
+
+/// Pingora sleeps `grace_period_seconds` (default 300 s) on every shutdown signal; an edge
+/// gateway should not stall five minutes on SIGTERM, so unset values get short defaults.
+fn apply_server_defaults(text: &str, server: &mut ServerConf) {
+    if line_of_key(text, "grace_period_seconds").is_none() {
+        server.grace_period_seconds = Some(1);
+    }
+    if line_of_key(text, "graceful_shutdown_timeout_seconds").is_none() {
+        server.graceful_shutdown_timeout_seconds = Some(10);
+    }
+}
+
+/// Checks that involve more than one value. Returns the key to point at and the message.
+fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
+    match &g.default_pool {
+        Some(name) if !g.pools.0.contains_key(name) => {
+            return Err((
+                "default_pool",
+                format!(
+                    "default_pool {name:?} is not one of the pools ({})",
+                    g.pools.0.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        None if g.pools.0.len() > 1 => {
+            return Err(("pools", "several pools are defined: set default_pool to the one that serves requests without an X-Cosygate-Pool header".into()));
+        }
+        _ => {}
+    }
+    if g.limits.max_text_chars == 0 || g.limits.max_prompt_seconds.is_nan() || g.limits.max_prompt_seconds <= 0.0 || g.limits.max_body.0 == 0 {
+        return Err(("limits", "limits must all be greater than zero".into()));
+    }
+    for (name, pool) in &g.pools.0 {
+        if !pool.health_path().starts_with('/') {
+            return Err(("path", format!("pool {name}: health.path must start with '/'")));
+        }
+        if pool.health.healthy_after == 0 || pool.health.unhealthy_after == 0 {
+            return Err((
+                "health",
+                format!("pool {name}: healthy_after and unhealthy_after must be at least 1"),
+            ));
+        }
+        if pool.sample_rate < 8000 {
+            return Err((
+                "sample_rate",
+                format!("pool {name}: sample_rate {} is too low", pool.sample_rate),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = pool.backends.0.iter().find(|b| !seen.insert(b.addr)) {
+            return Err((
+                "backends",
+                format!("pool {name}: backend {} is listed twice", dup.addr),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `${NAME}` with the variable's value; an unset variable is an error on its line.
+/// Comment lines are left alone.
+pub fn substitute_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or((i + 1, "unterminated ${: write ${NAME}".to_string()))?;
+            let name = &after[..end];
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err((
+                    i + 1,
+                    format!("${{{name}}} is not a valid environment variable name"),
+                ));
+            }
+            let value = lookup(name).ok_or((
+                i + 1,
+                format!("environment variable {name} is not set (used as ${{{name}}})"),
+            ))?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+/// serde_yaml appends " at line L column C"; we print the line in front instead.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// The 1-based line where `key:` first appears (outside comments), for cross-field errors.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            !t.starts_with('#')
+                && t.strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with(':'))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "threads: 2\ncosygate:\n  listen:\n    - addr: 127.0.0.1:8080\n  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      backends:\n        - addr: 127.0.0.1:50000\n";
+
+    fn parse_err(text: &str) -> ConfigError {
+        parse("t.yaml", text).expect_err("should fail")
+    }
+
+    #[test]
+    fn a_minimal_file_parses_with_defaults() {
+        let (server, g) = parse("t.yaml", GOOD).expect("parses");
+        assert_eq!(server.threads, 2);
+        assert_eq!(server.grace_period_seconds, Some(1));
+        assert_eq!(g.limits.max_text_chars, 200);
+        let pool = &g.pools.0["cosyvoice"];
+        assert_eq!(pool.sample_rate, 24000);
+        assert_eq!(pool.health_path(), "/docs");
+        assert_eq!(pool.timeout.0, std::time::Duration::from_secs(120));
+    }
+
+    #[test]
+    fn errors_carry_the_line() {
+        let e = parse_err(&GOOD.replace(
+            "protocol: cosyvoice_fastapi",
+            "protocol: cosyvoice_fastapi\n      colour: blue",
+        ));
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.message.contains("unknown field `colour`"), "{e}");
+        let e = parse_err(&GOOD.replace(
+            "protocol: cosyvoice_fastapi",
+            "protocol: cosyvoice_fastapi\n      timeout: 30 parsecs",
+        ));
+        assert_eq!(e.line, Some(8), "{e}");
+        let e = parse_err(&GOOD.replace(
+            "      backends:\n        - addr: 127.0.0.1:50000\n",
+            "      backends: []\n",
+        ));
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(
+            e.message.contains("cosygate.pools.cosyvoice: an empty list"),
+            "{e}"
+        );
+        let e = parse_err(&GOOD.replace("threads: 2", "threads: many"));
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn env_substitution() {
+        let env = |n: &str| (n == "TOKEN").then(|| "s3cret".to_string());
+        assert_eq!(substitute_env("a: ${TOKEN}\n", env), Ok("a: s3cret\n".into()));
+        assert_eq!(
+            substitute_env("# ${UNSET}\nb: 1\n", env),
+            Ok("# ${UNSET}\nb: 1\n".into())
+        );
+        let (line, msg) = substitute_env("a: 1\nb: ${UNSET}\n", env).expect_err("unset");
+        assert_eq!(line, 2);
+        assert!(msg.contains("UNSET"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Reading the downstream request body whole, within `limits.max_body`: refuse conflicting
+//! framing, refuse a declared oversize body before reading a byte of it, answer
+//! `Expect: 100-continue`, and stop reading a chunked body as soon as it passes the limit.
+
+use crate::api::ApiError;
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use pingora::proxy::Session;
+
+/// Reads the whole request body, or says why not. Errors that leave unread bytes on the
+/// connection are marked `closing`.
+pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, ApiError> {
+    let declared = declared_length(session)?;
+    if let Some(len) = declared {
+        if len > max {
+            return Err(too_large(max).closing());
+        }
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session.write_continue_response().await.map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("cannot answer 100-continue: {e}")).closing()
+        })?;
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(max));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err(too_large(max).closing());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    format!("the request body could not be read: {e}"),
+                )
+                .closing())
+            }
+        }
+    }
+    Ok(body.freeze())
+}
+
+/// The body length the headers declare, refusing ambiguous framing (request smuggling).
+fn declared_length(session: &Session) -> Result<Option<usize>, ApiError> {
+    let headers = &session.req_header().headers;
+    let lengths: Vec<&[u8]> = headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if lengths.is_empty() {
+        return Ok(None);
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        return Err(ApiError::bad_request(
+            "conflicting_framing",
+            "the request has both Content-Length and Transfer-Encoding; send only one",
+        )
+        .closing());
+    }
+    let mut values = lengths.iter().flat_map(|v| v.split(|b| *b == b',')).map(|v| {
+        std::str::from_utf8(v)
+            .ok()
+            .map(str::trim)
+            .and_then(|v| v.parse::<usize>().ok())
+    });
+    let first = values.next().flatten();
+    let all_same = values.all(|v| v.is_some() && v == first);
+    match first {
+        Some(len) if all_same => Ok(Some(len)),
+        _ => Err(ApiError::bad_request(
+            "conflicting_framing",
+            "the request's Content-Length is invalid or repeated with different values",
+        )
+        .closing()),
+    }
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        413,
+        "body_too_large",
+        format!("the request body is larger than the limit of {max} bytes; use a shorter prompt audio"),
+    )
+}

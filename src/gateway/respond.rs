@@ -1,0 +1,50 @@
+//! Writing answers to the client: the WAV, JSON bodies and errors, each complete with
+//! `Content-Length` and `X-Request-Id`.
+
+use crate::api::ApiError;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// Writes a complete response: status, content type, extra headers, and the body.
+pub async fn send(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    headers: &[(&'static str, String)],
+    request_id: &str,
+    body: Bytes,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
+    resp.insert_header("Content-Type", content_type)?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    for (name, value) in headers {
+        resp.append_header(*name, value.as_str())?;
+    }
+    session
+        .write_response_header(Box::new(resp), body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Writes an error in the contract's JSON shape, closing the connection when the error says so.
+pub async fn send_error(session: &mut Session, err: &ApiError, request_id: &str) -> pingora::Result<()> {
+    if err.close {
+        session.set_keepalive(None);
+    }
+    let mut headers = vec![("Cache-Control", "no-store".to_string())];
+    headers.extend(err.headers.iter().cloned());
+    send(
+        session,
+        err.status,
+        "application/json",
+        &headers,
+        request_id,
+        Bytes::from(err.to_json(request_id)),
+    )
+    .await
+}

@@ -1,0 +1,8 @@
+//! cosygate: an edge gateway for self-hosted CosyVoice3 speech synthesis, built on Pingora.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod gateway;
+pub mod sim;

@@ -1,0 +1,93 @@
+//! `cosygate -c FILE`: reads the configuration, assembles the Pingora server (listeners, the
+//! gateway service, health checkers) and runs it. Pingora's own flags (`-t`, `-u`, `-d`) work
+//! as usual.
+
+use clap::Parser;
+use cosygate::backend::PoolSet;
+use cosygate::config::{self, Config};
+use cosygate::gateway::Gateway;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cosygate",
+    version,
+    about = "An edge gateway for self-hosted CosyVoice3 speech synthesis"
+)]
+struct Cli {
+    #[command(flatten)]
+    opt: Opt,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut opt = Cli::parse().opt;
+    let Some(path) = opt.conf.take() else {
+        eprintln!("cosygate: no configuration file: run `cosygate -c conf/cosygate.yaml` (see the README)");
+        return ExitCode::from(2);
+    };
+    let config = match config::load(&PathBuf::from(&path)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if opt.test {
+        println!("cosygate: the configuration file {path} is valid");
+        return ExitCode::SUCCESS;
+    }
+    match run(opt, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cosygate: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(opt: Opt, config: Config) -> Result<(), String> {
+    let Config {
+        server: server_conf,
+        gateway: conf,
+        ..
+    } = config;
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let (pools, health_services) = PoolSet::new(&conf)?;
+    let gateway = Gateway::new(Arc::new(pools), conf.limits.clone());
+    let mut service =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "cosygate");
+    if let Some(app) = service.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    for listen in &conf.listen.0 {
+        let addr = listen.addr.to_string();
+        match &listen.tls {
+            None => service.add_tcp(&addr),
+            Some(tls) => {
+                let cert = tls.cert.to_string_lossy();
+                let key = tls.key.to_string_lossy();
+                let mut settings = TlsSettings::intermediate(&cert, &key).map_err(|e| {
+                    format!("listen {addr}: cannot load TLS certificate {cert} and key {key}: {e}")
+                })?;
+                settings.enable_h2();
+                service.add_tls_with_settings(&addr, None, settings);
+            }
+        }
+    }
+    server.add_service(service);
+    for health in health_services {
+        server.add_service(health);
+    }
+    server.run_forever()
+}
