@@ -7,3 +7,6 @@ pub mod wav;
 
 pub use error::ApiError;
 pub use request::{GenerateRequest, Mode, RequestLimits};
+
+/// CosyVoice3's marker between the system prompt and the transcript or instruction.
+pub const END_OF_PROMPT: &str = "<|endofprompt|>";

@@ -106,6 +106,17 @@ impl GenerateRequest {
         let prompt_text = trimmed(raw.prompt_text);
         let instruct_text = trimmed(raw.instruct_text);
         let spk_id = trimmed(raw.spk_id);
+        check_text("text", &text, false)?;
+        for (field, value) in [("prompt_text", &prompt_text), ("instruct_text", &instruct_text)] {
+            if let Some(value) = value {
+                check_length(field, value, MAX_AUX_TEXT_CHARS)?;
+                check_text(field, value, true)?;
+            }
+        }
+        if let Some(spk) = &spk_id {
+            check_length("spk_id", spk, MAX_SPK_ID_CHARS)?;
+            check_text("spk_id", spk, false)?;
+        }
         let prompt_audio = match (raw.prompt_audio, mode.needs_prompt_audio()) {
             (Some(b64), true) => Some(decode_prompt_audio(&b64, limits)?),
             (None, true) => return Err(missing("prompt_audio", mode)),
@@ -128,6 +139,62 @@ impl GenerateRequest {
             speed,
         })
     }
+}
+
+/// Longest `prompt_text` or `instruct_text`, in characters.
+pub const MAX_AUX_TEXT_CHARS: usize = 1000;
+/// Longest `spk_id`, in characters.
+pub const MAX_SPK_ID_CHARS: usize = 64;
+
+fn check_length(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(ApiError::unprocessable(
+            "field_too_long",
+            format!("`{field}` has {chars} characters; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The injection rule for text that reaches the model. Refused: control characters other than
+/// newline and tab; Unicode bidirectional overrides and isolates (U+202A..U+202E,
+/// U+2066..U+2069), which make text read differently from what it says; markup the backend or
+/// a page showing the text would interpret: `<` followed by a letter, `/`, `!` or `?` (HTML,
+/// XML, SSML tags, comments); and CosyVoice control tokens `<|...|>`, except `<|endofprompt|>`
+/// where the model expects it (`allow_end_of_prompt`: prompt_text, instruct_text).
+/// CosyVoice's bracketed cues such as `[breath]` and `[laughter]` are allowed.
+pub fn check_text(field: &str, value: &str, allow_end_of_prompt: bool) -> Result<(), ApiError> {
+    let refuse = |what: String| {
+        Err(ApiError::bad_request(
+            "forbidden_characters",
+            format!("`{field}` contains {what}; send plain text (see the README's injection rule)"),
+        ))
+    };
+    if let Some(c) = value.chars().find(|c| {
+        (c.is_control() && *c != '\n' && *c != '\t')
+            || ('\u{202A}'..='\u{202E}').contains(c)
+            || ('\u{2066}'..='\u{2069}').contains(c)
+    }) {
+        return refuse(format!("the control character U+{:04X}", u32::from(c)));
+    }
+    let stripped = if allow_end_of_prompt {
+        value.replace(crate::api::END_OF_PROMPT, "")
+    } else {
+        value.to_string()
+    };
+    if stripped.contains("<|") || stripped.contains("|>") {
+        return refuse("a CosyVoice control token (<|...|>)".into());
+    }
+    let bytes = stripped.as_bytes();
+    if let Some(i) = bytes
+        .windows(2)
+        .position(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'/' | b'!' | b'?')))
+    {
+        let tag: String = stripped[i..].chars().take(12).collect();
+        return refuse(format!("markup ({tag:?}...)"));
+    }
+    Ok(())
 }
 
 fn missing(field: &str, mode: Mode) -> ApiError {

@@ -8,12 +8,10 @@
 
 use super::attempt::AttemptError;
 use super::multipart::Form;
-use crate::api::{wav, ApiError, GenerateRequest, Mode};
+use crate::api::{wav, ApiError, GenerateRequest, Mode, END_OF_PROMPT};
 use crate::config::{ModelFamily, PoolConf, Protocol};
 use bytes::Bytes;
 
-/// CosyVoice3's marker between the system prompt and the transcript or instruction.
-pub const END_OF_PROMPT: &str = "<|endofprompt|>";
 /// The system prompt CosyVoice3's own examples put in front of the marker.
 const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
 

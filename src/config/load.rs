@@ -110,7 +110,11 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
         }
         _ => {}
     }
-    if g.limits.max_text_chars == 0 || g.limits.max_prompt_seconds.is_nan() || g.limits.max_prompt_seconds <= 0.0 || g.limits.max_body.0 == 0 {
+    if g.limits.max_text_chars == 0
+        || g.limits.max_prompt_seconds.is_nan()
+        || g.limits.max_prompt_seconds <= 0.0
+        || g.limits.max_body.0 == 0
+    {
         return Err(("limits", "limits must all be greater than zero".into()));
     }
     for (name, pool) in &g.pools.0 {

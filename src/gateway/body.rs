@@ -51,6 +51,14 @@ pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, ApiEr
 /// The body length the headers declare, refusing ambiguous framing (request smuggling).
 fn declared_length(session: &Session) -> Result<Option<usize>, ApiError> {
     let headers = &session.req_header().headers;
+    let chunked = headers.contains_key(TRANSFER_ENCODING);
+    if chunked && (headers.contains_key(CONTENT_LENGTH) || raw_has_content_length(session)) {
+        return Err(ApiError::bad_request(
+            "conflicting_framing",
+            "the request has both Content-Length and Transfer-Encoding; send only one",
+        )
+        .closing());
+    }
     let lengths: Vec<&[u8]> = headers
         .get_all(CONTENT_LENGTH)
         .iter()
@@ -58,13 +66,6 @@ fn declared_length(session: &Session) -> Result<Option<usize>, ApiError> {
         .collect();
     if lengths.is_empty() {
         return Ok(None);
-    }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        return Err(ApiError::bad_request(
-            "conflicting_framing",
-            "the request has both Content-Length and Transfer-Encoding; send only one",
-        )
-        .closing());
     }
     let mut values = lengths.iter().flat_map(|v| v.split(|b| *b == b',')).map(|v| {
         std::str::from_utf8(v)
@@ -82,6 +83,18 @@ fn declared_length(session: &Session) -> Result<Option<usize>, ApiError> {
         )
         .closing()),
     }
+}
+
+/// Pingora 0.9.1 drops Content-Length when Transfer-Encoding is present (RFC 9112 allows that),
+/// so the conflict is only visible in the raw HTTP/1 header bytes. We refuse it instead: a
+/// request framed two ways is a smuggling attempt, not a client mistake.
+fn raw_has_content_length(session: &Session) -> bool {
+    let Some(h1) = session.as_downstream().as_http1() else {
+        return false;
+    };
+    h1.get_headers_raw_bytes()
+        .split(|b| *b == b'\n')
+        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
 
 fn too_large(max: usize) -> ApiError {

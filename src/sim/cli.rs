@@ -1,0 +1,71 @@
+//! Command-line flags of `cosyvoice-sim`: what the simulated GPU, model and server look like.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+
+/// A simulated CosyVoice3 FastAPI backend (`runtime/python/fastapi/server.py`) for tests,
+/// benchmarks and demos: same routes and wire format, deterministic audio, a latency and GPU
+/// capacity model, and injectable faults (`/__sim/*`).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cosyvoice-sim", version)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port (the chosen one is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:50000")]
+    pub listen: SocketAddr,
+
+    /// GPU capacity: how many syntheses run at full speed at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: u32,
+
+    /// Real-time factor: synthesis seconds per second of audio.
+    #[arg(long, default_value_t = 0.1, value_parser = parse_non_negative)]
+    pub rtf: f64,
+
+    /// Delay before the first audio chunk, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub first_chunk_ms: u64,
+
+    /// Sample rate of the PCM produced (Hz).
+    #[arg(long, default_value_t = 24000, value_parser = clap::value_parser!(u32).range(1000..=384000))]
+    pub sample_rate: u32,
+
+    /// What happens over capacity (more requests in flight than --slots).
+    #[arg(long, value_enum, default_value_t = Overload::Slow)]
+    pub overload: Overload,
+
+    /// Which model to imitate (CosyVoice3 insists on `<|endofprompt|>`).
+    #[arg(long, value_enum, default_value_t = ModelKind::Cosyvoice3)]
+    pub model: ModelKind,
+}
+
+/// Behaviour over capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Overload {
+    /// Everyone slows down by the factor inflight/slots.
+    Slow,
+    /// The process dies like a CUDA out-of-memory would.
+    Oom,
+}
+
+/// The model generation imitated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelKind {
+    Cosyvoice3,
+    Cosyvoice2,
+}
+
+impl ModelKind {
+    /// Whether the model hangs when `<|endofprompt|>` is missing from the prompt side.
+    pub fn requires_endofprompt(self) -> bool {
+        matches!(self, ModelKind::Cosyvoice3)
+    }
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("must be a finite number >= 0".into())
+    }
+}

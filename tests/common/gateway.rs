@@ -1,0 +1,152 @@
+//! Test harness for the real `cosygate` binary: writes a config into a temp dir, starts the
+//! gateway on a free port, waits (with a deadline) until it accepts connections, and kills it on
+//! drop. Its stderr (the log) is kept and printed when a test fails.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback (bound then released; the gateway binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `pools:` section with one pool named `cosyvoice`.
+pub fn pool_yaml(protocol: &str, backends: &[SocketAddr], extra: &str) -> String {
+    let list: String = backends
+        .iter()
+        .map(|b| format!("\n        - addr: {b}"))
+        .collect();
+    format!(
+        "  pools:\n    cosyvoice:\n      protocol: {protocol}\n      health: {{ interval: 200ms, timeout: 500ms, unhealthy_after: 1, healthy_after: 1 }}\n{extra}      backends:{list}\n"
+    )
+}
+
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts the gateway with `cosygate_body` (YAML lines under `cosygate:`, indented two
+    /// spaces, without `listen`, which the harness adds).
+    pub fn start(cosygate_body: &str) -> Gateway {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let yaml = format!(
+            "threads: 2\npid_file: {d}/cosygate.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\ncosygate:\n  listen:\n    - addr: 127.0.0.1:{port}\n{cosygate_body}",
+            d = dir.path().display()
+        );
+        let gw = Self::spawn(yaml, dir);
+        gw.wait_ready(port)
+    }
+
+    /// Starts the gateway with a whole config file's text, expecting it to run.
+    fn spawn(yaml: String, dir: tempfile::TempDir) -> Gateway {
+        let conf = dir.path().join("cosygate.yaml");
+        std::fs::write(&conf, &yaml).expect("write config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cosygate"))
+            .arg("-c")
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start cosygate");
+        Gateway {
+            child,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            dir,
+        }
+    }
+
+    fn wait_ready(mut self, port: u16) -> Gateway {
+        self.addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cosygate exited early ({status}); log:\n{}", self.log());
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
+                return self;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "cosygate did not listen on {} within 20 s; log:\n{}",
+            self.addr,
+            self.log()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The gateway's log so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("stderr.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("cosygate.yaml")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- cosygate log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Runs `cosygate -t -c FILE` on the given whole config text; returns (exit code, stdout+stderr).
+pub fn check_config(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("cosygate.yaml");
+    std::fs::write(&conf, yaml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_cosygate"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .env_remove("COSYGATE_TEST_UNSET")
+        .output()
+        .expect("run cosygate -t");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .replace(&conf.display().to_string(), "cosygate.yaml");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}

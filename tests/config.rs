@@ -1,0 +1,116 @@
+//! `cosygate -t` and startup refuse a bad configuration with `file:line: what is wrong` and a
+//! non-zero exit; a good one passes.
+
+mod common;
+
+use common::gateway::check_config;
+
+const GOOD: &str = "threads: 1
+cosygate:
+  listen:
+    - addr: 127.0.0.1:18080
+  limits: { max_body: 10MiB }
+  pools:
+    cosyvoice:
+      protocol: cosyvoice_fastapi
+      timeout: 30s
+      backends:
+        - addr: 127.0.0.1:50000
+";
+
+#[test]
+fn a_good_file_passes_the_check() {
+    let (code, out) = check_config(GOOD);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is valid"), "{out}");
+}
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    for file in ["conf/cosygate.yaml", "conf/demo.yaml"] {
+        let text = std::fs::read_to_string(file).expect("shipped config");
+        let (code, out) = check_config(&text);
+        assert_eq!(code, 0, "{file}: {out}");
+    }
+}
+
+#[test]
+fn each_mistake_is_reported_with_its_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "unknown key",
+            "      timeout: 30s\n      colour: blue\n",
+            "cosygate.yaml:10: cosygate.pools.cosyvoice: unknown field `colour`",
+        ),
+        (
+            "bad duration",
+            "      timeout: 30 parsecs\n",
+            "cosygate.yaml:9: cosygate.pools.cosyvoice.timeout: unknown duration unit",
+        ),
+        (
+            "duration without unit",
+            "      timeout: 30\n",
+            "cosygate.yaml:9: cosygate.pools.cosyvoice.timeout: duration \"30\" has no unit",
+        ),
+        (
+            "bad protocol",
+            "      timeout: 30s\n      protocol: grpc\n",
+            "cosygate.yaml:",
+        ),
+        (
+            "unset variable",
+            "      timeout: ${COSYGATE_TEST_UNSET}\n",
+            "cosygate.yaml:9: environment variable COSYGATE_TEST_UNSET is not set",
+        ),
+    ];
+    for (what, replacement, expected) in cases {
+        let text = GOOD.replace("      timeout: 30s\n", replacement);
+        let (code, out) = check_config(&text);
+        assert_ne!(code, 0, "{what}: {out}");
+        assert!(out.contains(expected), "{what}: expected {expected:?} in {out:?}");
+    }
+    let bad_size = GOOD.replace("max_body: 10MiB", "max_body: 10 MiBs");
+    let (code, out) = check_config(&bad_size);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("cosygate.yaml:5: cosygate.limits.max_body: unknown size unit"),
+        "{out}"
+    );
+
+    let no_backends = GOOD.replace(
+        "      backends:\n        - addr: 127.0.0.1:50000\n",
+        "      backends: []\n",
+    );
+    let (code, out) = check_config(&no_backends);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("cosygate.yaml:8: cosygate.pools.cosyvoice: an empty list"),
+        "{out}"
+    );
+
+    let unknown_top = GOOD.replace("  limits:", "  limitz:");
+    let (code, out) = check_config(&unknown_top);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("cosygate.yaml:5: cosygate: unknown field `limitz`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_gateway_refuses_to_start_on_a_bad_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = dir.path().join("bad.yaml");
+    std::fs::write(&conf, GOOD.replace("30s", "soon")).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cosygate"))
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.yaml:9: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

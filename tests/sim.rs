@@ -1,0 +1,660 @@
+//! The `cosyvoice-sim` binary over real HTTP: the FastAPI routes' wire format, FastAPI's
+//! errors, the JSON `/generate`, deterministic audio, the `/__sim` hooks, every fault kind,
+//! the overload modes and CosyVoice3's `<|endofprompt|>` hang.
+
+mod common;
+
+use base64::Engine;
+use common::sim::{test_wav, Sim};
+use cosygate::api::wav::parse_wav;
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+const FAST: &[&str] = &["--rtf", "0.01", "--first-chunk-ms", "10"];
+const MARK: &str = "You are a helpful assistant.<|endofprompt|>";
+
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("client")
+}
+
+fn form(fields: &[(&str, &str)], prompt: Option<&[u8]>) -> Form {
+    let mut form = Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    if let Some(p) = prompt {
+        form = form.part("prompt_wav", Part::bytes(p.to_vec()).file_name("prompt.wav"));
+    }
+    form
+}
+
+/// The fields of each FastAPI route for `text` (with the markers CosyVoice3 needs).
+fn route_fields(route: &str, text: &str) -> Vec<(&'static str, String)> {
+    match route {
+        "/inference_sft" => vec![("tts_text", text.into()), ("spk_id", "中文女".into())],
+        "/inference_zero_shot" => vec![
+            ("tts_text", text.into()),
+            ("prompt_text", format!("{MARK}Hi there.")),
+        ],
+        "/inference_cross_lingual" => vec![("tts_text", format!("{MARK}{text}"))],
+        "/inference_instruct2" => vec![
+            ("tts_text", text.into()),
+            ("instruct_text", format!("Speak slowly.{}", "<|endofprompt|>")),
+        ],
+        other => panic!("no such route {other}"),
+    }
+}
+
+const ROUTES: [&str; 4] = [
+    "/inference_sft",
+    "/inference_zero_shot",
+    "/inference_cross_lingual",
+    "/inference_instruct2",
+];
+
+/// Sends a FastAPI request and reads the whole PCM, checking the wire format. Returns (PCM,
+/// number of body chunks received).
+async fn fastapi(sim: &Sim, route: &str, text: &str, prompt: &[u8], get: bool) -> (Vec<u8>, usize) {
+    let fields = route_fields(route, text);
+    let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let with_prompt = (route != "/inference_sft").then_some(prompt);
+    let c = client(Duration::from_secs(10));
+    let req = if get {
+        c.get(sim.url(route))
+    } else {
+        c.post(sim.url(route))
+    };
+    let mut resp = req
+        .multipart(form(&refs, with_prompt))
+        .send()
+        .await
+        .expect("sim answers");
+    assert_eq!(resp.status(), 200, "{route}");
+    assert!(
+        resp.headers().get("content-type").is_none(),
+        "{route}: no Content-Type, as FastAPI's StreamingResponse"
+    );
+    assert_eq!(resp.headers()["transfer-encoding"], "chunked", "{route}");
+    let mut pcm = Vec::new();
+    let mut chunks = 0;
+    while let Some(c) = resp.chunk().await.expect("complete body") {
+        pcm.extend_from_slice(&c);
+        chunks += 1;
+    }
+    assert_eq!(pcm.len() % 2, 0, "{route}: whole int16 samples");
+    (pcm, chunks)
+}
+
+#[tokio::test]
+async fn every_fastapi_route_streams_deterministic_pcm_that_grows_with_the_text() {
+    let sim = Sim::start(FAST);
+    let prompt = test_wav(1.0, 16000);
+    let short = "Hello.";
+    let long = "This sentence is quite a bit longer than the first one, for sure.";
+    for route in ROUTES {
+        let (a, _) = fastapi(&sim, route, short, &prompt, false).await;
+        let (b, chunks) = fastapi(&sim, route, long, &prompt, false).await;
+        let (again, _) = fastapi(&sim, route, long, &prompt, true).await;
+        assert_eq!(
+            a.len(),
+            24000,
+            "{route}: 0.5 s minimum at 24 kHz, 2 bytes a sample"
+        );
+        let expected = (long.chars().count() as f64 * 0.06 * 24000.0).round() as usize * 2;
+        assert_eq!(b.len(), expected, "{route}: 0.06 s a character");
+        assert!(chunks >= 4, "{route}: streamed in several chunks, got {chunks}");
+        assert_eq!(b, again, "{route}: deterministic, GET like POST");
+        assert!(b.iter().any(|&x| x != 0), "{route}: not silence");
+    }
+    let stats = sim.stats().await;
+    assert_eq!(stats["requests"], 12);
+    assert_eq!(stats["inflight"], 0);
+    assert_eq!(stats["missing_endofprompt"], 0);
+    // Another prompt is another voice.
+    let (other, _) = fastapi(&sim, "/inference_zero_shot", long, &test_wav(1.5, 16000), false).await;
+    let (first, _) = fastapi(&sim, "/inference_zero_shot", long, &prompt, false).await;
+    assert_eq!(other.len(), first.len());
+    assert_ne!(other, first);
+}
+
+#[tokio::test]
+async fn first_chunk_and_total_follow_the_latency_model() {
+    let sim = Sim::start(&["--rtf", "0.1", "--first-chunk-ms", "300"]);
+    let text = "x".repeat(50); // 3 s of audio: first chunk at 0.3 s, the end at 0.6 s
+    let fields = route_fields("/inference_sft", &text);
+    let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let start = Instant::now();
+    let mut resp = client(Duration::from_secs(10))
+        .post(sim.url("/inference_sft"))
+        .multipart(form(&refs, None))
+        .send()
+        .await
+        .expect("answer");
+    let headers_at = start.elapsed();
+    let first = resp.chunk().await.expect("chunk").expect("a first chunk");
+    let first_at = start.elapsed();
+    let mut total = first.len();
+    while let Some(c) = resp.chunk().await.expect("complete body") {
+        total += c.len();
+    }
+    let end_at = start.elapsed();
+    assert_eq!(total, 3 * 24000 * 2);
+    assert!(
+        headers_at < Duration::from_millis(250),
+        "headers at once, like Starlette: {headers_at:?}"
+    );
+    assert!(
+        first_at >= Duration::from_millis(290) && first_at < Duration::from_millis(550),
+        "first chunk at {first_at:?}"
+    );
+    assert!(
+        end_at >= Duration::from_millis(590) && end_at < Duration::from_millis(1500),
+        "end at {end_at:?}"
+    );
+}
+
+#[tokio::test]
+async fn fastapi_errors_look_like_fastapi() {
+    let sim = Sim::start(FAST);
+    let c = client(Duration::from_secs(5));
+    // A missing field: 422 with FastAPI's detail list.
+    let resp = c
+        .post(sim.url("/inference_sft"))
+        .multipart(form(&[("spk_id", "中文女")], None))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 422);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["detail"][0]["type"], "missing");
+    assert_eq!(v["detail"][0]["loc"], json!(["body", "tts_text"]));
+    assert_eq!(v["detail"][0]["msg"], "Field required");
+    // No body at all: every field missing.
+    let resp = c
+        .post(sim.url("/inference_zero_shot"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 422);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["detail"].as_array().map(Vec::len), Some(3), "{v}");
+    // prompt_wav sent as a plain field, not a file: FastAPI refuses it too.
+    let resp = c
+        .post(sim.url("/inference_cross_lingual"))
+        .multipart(form(
+            &[("tts_text", &format!("{MARK}Hi.")), ("prompt_wav", "not a file")],
+            None,
+        ))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 422);
+    // A prompt that is not a WAV: load_wav raises before streaming, a plain 500.
+    let fields = [("tts_text", "Hi."), ("prompt_text", "x<|endofprompt|>y")];
+    let resp = c
+        .post(sim.url("/inference_zero_shot"))
+        .multipart(form(&fields, Some(b"not a wav at all")))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.text().await.expect("text"), "Internal Server Error");
+    // Unknown speaker: 200, then the stream is cut without audio.
+    let resp = c
+        .post(sim.url("/inference_sft"))
+        .multipart(form(&[("tts_text", "Hi."), ("spk_id", "nobody")], None))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.is_err(), "the body is cut");
+    // Unknown path and wrong method, as FastAPI answers them.
+    assert_eq!(
+        c.get(sim.url("/nope")).send().await.expect("answer").status(),
+        404
+    );
+    assert_eq!(
+        c.delete(sim.url("/inference_sft"))
+            .send()
+            .await
+            .expect("answer")
+            .status(),
+        405
+    );
+    assert_eq!(sim.stats().await["inflight"], 0);
+}
+
+#[tokio::test]
+async fn generate_answers_a_complete_wav_matching_the_fastapi_audio() {
+    let sim = Sim::start(FAST);
+    let c = client(Duration::from_secs(10));
+    let prompt = test_wav(1.0, 16000);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&prompt);
+    let text = "Twenty characters!!!"; // 20 chars: 1.2 s at speed 1
+    let post = |body: Value| {
+        let c = c.clone();
+        let url = sim.url("/generate");
+        async move { c.post(url).json(&body).send().await.expect("answer") }
+    };
+    let resp = post(json!({"text": text, "prompt_audio": b64, "speed": 1.5, "seed": 3})).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    let declared: usize = resp.headers()["content-length"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("number");
+    let wav = resp.bytes().await.expect("body");
+    assert_eq!(wav.len(), declared);
+    let info = parse_wav(&wav).expect("a valid WAV");
+    assert_eq!(
+        (info.sample_rate, info.channels, info.bits_per_sample),
+        (24000, 1, 16)
+    );
+    assert!(
+        (info.duration_secs() - 1.2 / 1.5).abs() < 0.001,
+        "duration {}",
+        info.duration_secs()
+    );
+
+    let same = post(json!({"text": text, "prompt_audio": b64, "speed": 1.5, "seed": 3}))
+        .await
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(wav, same, "deterministic");
+    let seed4 = post(json!({"text": text, "prompt_audio": b64, "speed": 1.5, "seed": 4}))
+        .await
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(seed4.len(), wav.len());
+    assert_ne!(seed4, wav, "another seed, another rendition");
+
+    // Seed 0 and speed 1 give exactly what the FastAPI route streams for the same input.
+    let plain = post(json!({"text": text, "mode": "cross_lingual", "prompt_audio": b64}))
+        .await
+        .bytes()
+        .await
+        .expect("body");
+    let (pcm, _) = fastapi(&sim, "/inference_cross_lingual", text, &prompt, false).await;
+    assert_eq!(&plain[44..], &pcm[..]);
+    let sft = post(json!({"text": text, "mode": "sft", "spk_id": "中文女"}))
+        .await
+        .bytes()
+        .await
+        .expect("body");
+    let (pcm, _) = fastapi(&sim, "/inference_sft", text, &prompt, false).await;
+    assert_eq!(&sft[44..], &pcm[..]);
+
+    let last = sim.last().await;
+    assert_eq!(last["route"], "/inference_sft");
+    let resp = post(json!({"text": "No marker needed here.", "mode": "instruct", "instruct_text": "Whisper.", "prompt_audio": b64})).await;
+    assert_eq!(resp.status(), 200, "no <|endofprompt|> requirement on /generate");
+    let last = sim.last().await;
+    assert_eq!(last["route"], "/generate");
+    assert_eq!(
+        last["fields"],
+        json!({"text": "No marker needed here.", "mode": "instruct", "instruct_text": "Whisper."})
+    );
+    assert_eq!(last["prompt_wav_sha256"], hex::encode(Sha256::digest(&prompt)));
+
+    // Errors.
+    let resp = c
+        .post(sim.url("/generate"))
+        .body("{not json")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.expect("json error");
+    assert!(v["error"]["code"].is_string());
+    assert_eq!(
+        post(json!({"text": "x", "prompt_audio": "!!!"})).await.status(),
+        400
+    );
+    assert_eq!(
+        post(json!({"text": "x", "prompt_audio": base64::engine::general_purpose::STANDARD.encode(b"nope")}))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(json!({"text": "x"})).await.status(),
+        400,
+        "zero_shot needs prompt audio"
+    );
+    assert_eq!(
+        post(json!({"text": "x", "mode": "sft", "spk_id": "nobody"}))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(json!({"text": "x", "mode": "sft", "spk_id": "中文女", "speed": 3.0}))
+            .await
+            .status(),
+        422
+    );
+}
+
+#[tokio::test]
+async fn last_reports_a_ten_megabyte_multipart_prompt_byte_exact() {
+    let sim = Sim::start(FAST);
+    let prompt = test_wav(5_000_000.0 / 16000.0, 16000); // 10 MB
+    assert!(prompt.len() > 10_000_000);
+    let fields = [("tts_text", "Big prompt."), ("prompt_text", "x<|endofprompt|>y")];
+    let form = form(&fields, Some(&prompt));
+    let resp = client(Duration::from_secs(30))
+        .post(sim.url("/inference_zero_shot"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.expect("complete body");
+    let last = sim.last().await;
+    assert_eq!(last["route"], "/inference_zero_shot");
+    assert_eq!(last["method"], "POST");
+    assert_eq!(
+        last["fields"],
+        json!({"tts_text": "Big prompt.", "prompt_text": "x<|endofprompt|>y"})
+    );
+    assert_eq!(last["prompt_wav_len"], prompt.len());
+    assert_eq!(last["prompt_wav_sha256"], hex::encode(Sha256::digest(&prompt)));
+    assert!(last["body_len"].as_u64().expect("body_len") > prompt.len() as u64);
+}
+
+#[tokio::test]
+async fn each_fault_kind_fails_the_next_requests_its_way() {
+    let sim = Sim::start(FAST);
+    let sft = || {
+        form(
+            &[
+                ("tts_text", "Fault line, long enough for two chunks."),
+                ("spk_id", "中文女"),
+            ],
+            None,
+        )
+    };
+    let c = client(Duration::from_secs(5));
+
+    sim.fault("error500", 2).await;
+    for _ in 0..2 {
+        let resp = c
+            .post(sim.url("/inference_sft"))
+            .multipart(sft())
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), 500);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain"));
+        assert_eq!(resp.text().await.expect("text"), "Internal Server Error");
+    }
+    let resp = c
+        .post(sim.url("/inference_sft"))
+        .multipart(sft())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200, "the fault hit exactly 2 requests");
+    resp.bytes().await.expect("complete");
+
+    sim.fault("truncate", 1).await;
+    let mut resp = c
+        .post(sim.url("/inference_sft"))
+        .multipart(sft())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    let first = resp
+        .chunk()
+        .await
+        .expect("the first chunk arrives")
+        .expect("some audio");
+    assert_eq!(first.len(), 24000, "one chunk of half a second");
+    assert!(resp.chunk().await.is_err(), "then the stream is cut");
+
+    sim.fault("truncate", 1).await;
+    let body = json!({"text": "Fault line, long enough for two chunks.", "mode": "sft", "spk_id": "中文女"});
+    let resp = c
+        .post(sim.url("/generate"))
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.bytes().await.is_err(),
+        "a WAV shorter than its Content-Length"
+    );
+
+    sim.fault("hang", 1).await;
+    let short = client(Duration::from_millis(300));
+    let err = short
+        .post(sim.url("/inference_sft"))
+        .multipart(sft())
+        .send()
+        .await
+        .expect_err("no answer");
+    assert!(err.is_timeout(), "{err}");
+    sim.wait_stats(Duration::from_secs(5), "the hung request to be released", |s| {
+        s["inflight"] == 0
+    })
+    .await;
+    assert_eq!(sim.stats().await["max_inflight"], 1);
+
+    sim.fault("crash", 1).await;
+    assert!(
+        c.post(sim.url("/inference_sft"))
+            .multipart(sft())
+            .send()
+            .await
+            .is_err(),
+        "no answer"
+    );
+    let status = sim
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("the process exited");
+    assert!(!status.success());
+    assert!(!sim.is_running());
+}
+
+#[tokio::test]
+async fn fault_hook_refuses_bad_json_and_reset_clears() {
+    let sim = Sim::start(FAST);
+    let c = client(Duration::from_secs(5));
+    for bad in [r#"{"kind":"explode","count":1}"#, "nope", r#"{"count":1}"#] {
+        let resp = c
+            .post(sim.url("/__sim/fault"))
+            .body(bad)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    sim.fault("error500", 5).await;
+    let resp = c
+        .post(sim.url("/inference_sft"))
+        .multipart(form(&[("tts_text", "a"), ("spk_id", "中文女")], None))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 500);
+    sim.reset().await;
+    assert_eq!(
+        sim.stats().await,
+        json!({"requests": 0, "inflight": 0, "max_inflight": 0, "missing_endofprompt": 0})
+    );
+    assert_eq!(sim.last().await, Value::Null);
+    let resp = c
+        .post(sim.url("/inference_sft"))
+        .multipart(form(&[("tts_text", "a"), ("spk_id", "中文女")], None))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200, "the fault was cleared");
+    // The probes a health checker uses.
+    let resp = c.get(sim.url("/health")).send().await.expect("answer");
+    assert_eq!(resp.json::<Value>().await.expect("json"), json!({"status": "ok"}));
+    let resp = c.get(sim.url("/docs")).send().await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.expect("html").contains("swagger-ui"));
+    let v: Value = c
+        .get(sim.url("/openapi.json"))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert!(v["paths"]["/inference_zero_shot"]["post"].is_object());
+}
+
+/// Sends `n` concurrent sft requests; their statuses and durations.
+async fn concurrent(sim: &Sim, n: usize, timeout: Duration) -> Vec<Result<(u16, Duration), String>> {
+    let c = client(timeout);
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let c = c.clone();
+            let url = sim.url("/inference_sft");
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let f = form(
+                    &[("tts_text", &format!("Request {i}.")), ("spk_id", "中文女")],
+                    None,
+                );
+                let resp = c.post(url).multipart(f).send().await.map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                resp.bytes().await.map_err(|e| e.to_string())?;
+                Ok((status, start.elapsed()))
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn over_capacity_slow_stretches_everyone_and_counts_max_inflight() {
+    // 0.5 s of audio, rtf 0: each request takes first_chunk = 200 ms alone.
+    let sim = Sim::start(&["--slots", "1", "--rtf", "0", "--first-chunk-ms", "200"]);
+    let alone = concurrent(&sim, 1, Duration::from_secs(5)).await;
+    let (status, took) = alone[0].clone().expect("answer");
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_millis(400), "alone: {took:?}");
+    let three = concurrent(&sim, 3, Duration::from_secs(5)).await;
+    for r in three {
+        let (status, took) = r.expect("answer");
+        assert_eq!(status, 200);
+        assert!(
+            took >= Duration::from_millis(450),
+            "three on one slot run slower: {took:?}"
+        );
+    }
+    let stats = sim
+        .wait_stats(Duration::from_secs(2), "all released", |s| s["inflight"] == 0)
+        .await;
+    assert_eq!(stats["requests"], 4);
+    assert_eq!(stats["max_inflight"], 3);
+    assert!(sim.is_running());
+}
+
+#[tokio::test]
+async fn over_capacity_oom_kills_the_process() {
+    let sim = Sim::start(&[
+        "--slots",
+        "2",
+        "--overload",
+        "oom",
+        "--rtf",
+        "0",
+        "--first-chunk-ms",
+        "500",
+    ]);
+    let results = concurrent(&sim, 3, Duration::from_secs(5)).await;
+    assert!(
+        results.iter().any(|r| r.is_err()),
+        "at least the request over capacity got no answer: {results:?}"
+    );
+    let status = sim
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("the process exited");
+    assert!(!status.success());
+    assert!(sim.log().contains("CUDA out of memory"), "{}", sim.log());
+}
+
+#[tokio::test]
+async fn cosyvoice3_hangs_without_endofprompt_but_cosyvoice2_does_not() {
+    let prompt = test_wav(0.5, 16000);
+    let cases = [
+        (
+            "/inference_zero_shot",
+            vec![("tts_text", "Hi."), ("prompt_text", "just the transcript")],
+        ),
+        ("/inference_cross_lingual", vec![("tts_text", "Hi.")]),
+        (
+            "/inference_instruct2",
+            vec![("tts_text", "Hi."), ("instruct_text", "Speak slowly.")],
+        ),
+    ];
+    let v3 = Sim::start(FAST);
+    let v2 = Sim::start(&["--model", "cosyvoice2", "--rtf", "0.01", "--first-chunk-ms", "10"]);
+    for (route, fields) in &cases {
+        let resp = client(Duration::from_secs(5))
+            .post(v2.url(route))
+            .multipart(form(fields, Some(&prompt)))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), 200, "cosyvoice2 {route}");
+        assert_eq!(resp.bytes().await.expect("complete").len(), 24000);
+
+        let short = client(Duration::from_millis(300));
+        let outcome = async {
+            short
+                .post(v3.url(route))
+                .multipart(form(fields, Some(&prompt)))
+                .send()
+                .await?
+                .bytes()
+                .await
+        }
+        .await;
+        let err = outcome.expect_err("cosyvoice3 never finishes");
+        assert!(err.is_timeout(), "{route}: {err}");
+    }
+    let stats = v3
+        .wait_stats(Duration::from_secs(5), "hung requests released", |s| {
+            s["inflight"] == 0
+        })
+        .await;
+    assert_eq!(stats["missing_endofprompt"], 3);
+    assert_eq!(stats["requests"], 3);
+    assert_eq!(v2.stats().await["missing_endofprompt"], 0);
+}
+
+#[tokio::test]
+async fn restarts_on_the_same_port() {
+    let sim = Sim::start(FAST);
+    let addr = sim.addr();
+    sim.kill();
+    assert!(!sim.is_running());
+    let again = Sim::start_on(addr, FAST);
+    assert_eq!(again.addr(), addr);
+    assert_eq!(again.stats().await["requests"], 0);
+}
