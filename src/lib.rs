@@ -1,8 +1,12 @@
 //! cosygate: an edge gateway for self-hosted CosyVoice3 speech synthesis, built on Pingora.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod gateway;
+pub mod metrics;
+pub mod redis_link;
 pub mod sim;

@@ -3,16 +3,21 @@
 //! as usual.
 
 use clap::Parser;
+use cosygate::admission::{rate_limit::IdleBucketSweeper, Admission};
 use cosygate::backend::PoolSet;
+use cosygate::cache::Cache;
 use cosygate::config::{self, Config};
-use cosygate::gateway::Gateway;
+use cosygate::gateway::{ConnectionGuard, Gateway, PendingHeaders};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,14 +67,41 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
     server.bootstrap();
 
     let (pools, health_services) = PoolSet::new(&conf)?;
-    let gateway = Gateway::new(Arc::new(pools), conf.limits.clone());
-    let mut service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "cosygate");
-    if let Some(app) = service.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
+    let admission = Arc::new(Admission::new(&conf)?);
+    if let Some(limits) = admission.rate_limits() {
+        let sweeper = IdleBucketSweeper {
+            limits,
+            every: Duration::from_secs(60),
+        };
+        server.add_service(background_service("forget idle rate-limit buckets", sweeper));
     }
+    let pending_headers = Arc::new(PendingHeaders::default());
+    let cache = match &conf.cache {
+        // The disk tier scans its directory once, before the server starts.
+        Some(c) => Some(Arc::new(
+            tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start a runtime to open the cache: {e}"))?
+                .block_on(Cache::open(c))?,
+        )),
+        None => None,
+    };
+    let gateway = Gateway::new(
+        admission,
+        cache,
+        Arc::new(pools),
+        conf.limits.clone(),
+        pending_headers.clone(),
+    );
+    // What `http_proxy_service_with_name` builds (`http_proxy` runs `handle_init_modules`), with
+    // the connection guard (per-IP cap, header deadline) between the listeners and the proxy.
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    // An HTTP/2 connection with no open stream is closed like an idle HTTP/1 keep-alive one.
+    options.h2_idle_timeout = Some(conf.limits.header_timeout.0);
+    proxy.server_options = Some(options);
+    let guard = ConnectionGuard::new(proxy, pending_headers, &conf.limits);
+    let mut service = Service::new("cosygate".to_string(), guard);
     for listen in &conf.listen.0 {
         let addr = listen.addr.to_string();
         match &listen.tls {

@@ -6,10 +6,10 @@ use super::wav;
 use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
 
 /// The synthesis modes of the contract; each maps to one CosyVoice inference route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     ZeroShot,
     CrossLingual,
@@ -39,7 +39,7 @@ pub struct RequestLimits {
     pub max_prompt_seconds: f64,
 }
 
-/// A validated synthesis request. Text fields are trimmed; the prompt audio is decoded and
+/// A validated synthesis request. Text fields are trimmed and in Unicode NFC; the prompt audio is decoded and
 /// known to be a readable WAV within the limits.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -58,7 +58,7 @@ pub struct GenerateRequest {
 struct RawRequest {
     text: String,
     #[serde(default)]
-    mode: Option<Mode>,
+    mode: Option<String>,
     #[serde(default)]
     prompt_audio: Option<String>,
     #[serde(default)]
@@ -76,9 +76,27 @@ struct RawRequest {
 impl GenerateRequest {
     /// Parses and validates a request body.
     pub fn parse(body: &[u8], limits: RequestLimits) -> Result<Self, ApiError> {
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the body must be a JSON object: {\"text\": ...}",
+            ));
+        }
         let raw: RawRequest = serde_json::from_slice(body).map_err(json_error)?;
-        let mode = raw.mode.unwrap_or(Mode::ZeroShot);
-        let text = raw.text.trim().to_string();
+        let mode = match raw.mode.as_deref() {
+            None => Mode::ZeroShot,
+            Some("zero_shot") => Mode::ZeroShot,
+            Some("cross_lingual") => Mode::CrossLingual,
+            Some("instruct") => Mode::Instruct,
+            Some("sft") => Mode::Sft,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_mode",
+                    format!("mode {other:?} is not one of zero_shot, cross_lingual, instruct, sft"),
+                ))
+            }
+        };
+        let text: String = raw.text.trim().nfc().collect();
         if text.is_empty() {
             return Err(ApiError::unprocessable(
                 "empty_text",
@@ -102,7 +120,10 @@ impl GenerateRequest {
                 format!("`speed` is {speed}; it must be between 0.5 and 2.0"),
             ));
         }
-        let trimmed = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let trimmed = |s: Option<String>| {
+            s.map(|s| s.trim().nfc().collect::<String>())
+                .filter(|s| !s.is_empty())
+        };
         let prompt_text = trimmed(raw.prompt_text);
         let instruct_text = trimmed(raw.instruct_text);
         let spk_id = trimmed(raw.spk_id);
@@ -197,6 +218,26 @@ pub fn check_text(field: &str, value: &str, allow_end_of_prompt: bool) -> Result
     Ok(())
 }
 
+impl GenerateRequest {
+    /// The validated request as the JSON body of `POST /generate` (for `generate_json`
+    /// backends): trimmed, NFC text and the prompt audio re-encoded as plain standard base64.
+    pub fn to_json(&self) -> Vec<u8> {
+        let body = serde_json::json!({
+            "text": self.text,
+            "mode": self.mode.as_str(),
+            "prompt_audio": self.prompt_audio.as_ref().map(|a| base64::engine::general_purpose::STANDARD.encode(a)),
+            "prompt_text": self.prompt_text,
+            "instruct_text": self.instruct_text,
+            "spk_id": self.spk_id,
+            "seed": self.seed,
+            "speed": self.speed,
+        });
+        let mut map = body.as_object().cloned().unwrap_or_default();
+        map.retain(|_, v| !v.is_null());
+        serde_json::to_vec(&map).unwrap_or_default()
+    }
+}
+
 fn missing(field: &str, mode: Mode) -> ApiError {
     ApiError::bad_request(
         "missing_field",
@@ -215,7 +256,6 @@ fn json_error(e: serde_json::Error) -> ApiError {
         ),
         Category::Data if msg.starts_with("missing field") => ApiError::bad_request("missing_field", msg),
         Category::Data if msg.starts_with("duplicate field") => ApiError::bad_request("duplicate_field", msg),
-        Category::Data if msg.starts_with("unknown variant") => ApiError::bad_request("invalid_mode", msg),
         Category::Data => ApiError::bad_request("invalid_field", msg),
         Category::Syntax | Category::Eof | Category::Io => {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {msg}"))

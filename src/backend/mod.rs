@@ -16,6 +16,7 @@ use pingora::connectors::http::Connector;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::services::background::GenBackgroundService;
 pub use pool::BackendPool;
+pub use protocol::UpstreamRequest;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -85,15 +86,19 @@ impl PoolSet {
             .fold((0, 0), |(h, t), (_, ok)| (h + usize::from(ok), t + 1))
     }
 
-    /// Synthesizes `req` on a healthy backend of `pool`.
+    /// Translates a validated request into `pool`'s protocol, or refuses what the pool's
+    /// backends cannot do (before any cache or backend work).
+    pub fn prepare(&self, pool: &BackendPool, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
+        protocol::build(&pool.conf, req)
+    }
+
+    /// Synthesizes a prepared request on a healthy backend of `pool`.
     pub async fn synthesize(
         &self,
         pool: &BackendPool,
-        req: &GenerateRequest,
-        raw_body: &Bytes,
+        upstream: &UpstreamRequest,
         request_id: &str,
     ) -> Result<Synthesis, ApiError> {
-        let upstream = protocol::build(&pool.conf, req, raw_body)?;
         let Some(addr) = pool.pick(|_| true) else {
             return Err(ApiError::new(
                 503,
@@ -105,7 +110,7 @@ impl PoolSet {
             )
             .with_retry_after(5));
         };
-        let outcome = attempt::send(&self.connector, addr, &upstream, request_id, pool.conf.timeout.0).await;
+        let outcome = attempt::send(&self.connector, addr, upstream, request_id, pool.conf.timeout.0).await;
         let result = outcome.and_then(|(status, body)| protocol::decode(&pool.conf, status, body));
         match result {
             Ok(wav) => Ok(Synthesis { wav, backend: addr }),

@@ -3,7 +3,7 @@
 //!
 //! - `cosyvoice_fastapi`: CosyVoice's own server. Multipart form to `/inference_*`; the answer
 //!   is raw int16 mono PCM with no Content-Type, wrapped here into a WAV at the pool's rate.
-//! - `generate_json`: our JSON body passed through to `POST /generate`; the answer must already
+//! - `generate_json`: the validated request as our JSON body to `POST /generate`; the answer must already
 //!   be a complete WAV.
 
 use super::attempt::AttemptError;
@@ -23,14 +23,15 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
-/// Builds the backend request. `raw_body` is the client's JSON, passed through for
-/// `generate_json`. Refuses what the pool's protocol cannot express.
-pub fn build(pool: &PoolConf, req: &GenerateRequest, raw_body: &Bytes) -> Result<UpstreamRequest, ApiError> {
+/// Builds the backend request. `generate_json` backends get the validated request
+/// re-serialized (never the client's raw bytes), so they see exactly what was checked and what
+/// the cache key covers. Refuses what the pool's protocol cannot express.
+pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
     match pool.protocol {
         Protocol::GenerateJson => Ok(UpstreamRequest {
             path: "/generate",
             content_type: "application/json".into(),
-            body: raw_body.clone(),
+            body: Bytes::from(req.to_json()),
         }),
         Protocol::CosyvoiceFastapi => build_fastapi(pool.model, req),
     }

@@ -114,8 +114,54 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
         || g.limits.max_prompt_seconds.is_nan()
         || g.limits.max_prompt_seconds <= 0.0
         || g.limits.max_body.0 == 0
+        || g.limits.header_timeout.0.is_zero()
+        || g.limits.body_timeout.0.is_zero()
+        || g.limits.max_header_bytes.0 == 0
+        || g.limits.max_headers == 0
+        || g.limits.max_connections_per_ip == 0
     {
         return Err(("limits", "limits must all be greater than zero".into()));
+    }
+    if let Some(rl) = &g.rate_limit {
+        for (key, b) in std::iter::once(("per_ip", &rl.per_ip)).chain(
+            g.auth
+                .iter()
+                .flat_map(|a| a.tokens.iter())
+                .filter_map(|t| t.rate_limit.as_ref().map(|b| ("rate_limit", b))),
+        ) {
+            if b.capacity == 0 || b.refill == 0 || b.per.0.is_zero() {
+                return Err((
+                    key,
+                    "a rate-limit bucket needs capacity, refill and per greater than zero".into(),
+                ));
+            }
+        }
+        if rl.store == super::schema::RateLimitStore::Redis && rl.redis.is_none() {
+            return Err((
+                "store",
+                "rate_limit.store is redis: set rate_limit.redis.url".into(),
+            ));
+        }
+    }
+    if let Some(auth) = &g.auth {
+        let mut names = std::collections::HashSet::new();
+        for t in &auth.tokens {
+            if !names.insert(&t.name) {
+                return Err(("name", format!("token name {:?} is used twice", t.name)));
+            }
+            if let Some(p) = t.pools.iter().flatten().find(|p| !g.pools.0.contains_key(*p)) {
+                return Err((
+                    "pools",
+                    format!("token {:?} names pool {p:?}, which does not exist", t.name),
+                ));
+            }
+        }
+        if !auth.allow_anonymous && auth.tokens.is_empty() {
+            return Err((
+                "allow_anonymous",
+                "allow_anonymous is false but no tokens are defined: nobody could call".into(),
+            ));
+        }
     }
     for (name, pool) in &g.pools.0 {
         if !pool.health_path().starts_with('/') {

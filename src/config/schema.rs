@@ -19,6 +19,15 @@ pub struct GatewayConf {
     /// Request limits; always in force, with defaults.
     #[serde(default)]
     pub limits: LimitsConf,
+    /// API tokens; absent = everyone is anonymous.
+    #[serde(default)]
+    pub auth: Option<AuthConf>,
+    /// Per-client token buckets; absent = no rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConf>,
+    /// The WAV cache; absent = no cache (every answer `X-Cache: BYPASS`).
+    #[serde(default)]
+    pub cache: Option<CacheConf>,
     /// Backend pools by name, in file order.
     pub pools: Pools,
     /// The pool a request goes to when it does not name one with `X-Cosygate-Pool`.
@@ -52,6 +61,17 @@ pub struct LimitsConf {
     pub max_text_chars: usize,
     /// Longest prompt audio, in seconds.
     pub max_prompt_seconds: f64,
+    /// Total time a client has to send its request headers, from the connection (or the
+    /// previous request) on; slower clients are disconnected.
+    pub header_timeout: ConfDuration,
+    /// Total time a client has to send its request body once the headers are in (408).
+    pub body_timeout: ConfDuration,
+    /// Largest request header block (431).
+    pub max_header_bytes: ByteSize,
+    /// Most request header fields (431).
+    pub max_headers: usize,
+    /// Most open connections from one client IP; more are closed at once.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConf {
@@ -60,8 +80,204 @@ impl Default for LimitsConf {
             max_body: ByteSize(10 * 1024 * 1024),
             max_text_chars: 200,
             max_prompt_seconds: 30.0,
+            header_timeout: ConfDuration(Duration::from_secs(10)),
+            body_timeout: ConfDuration(Duration::from_secs(30)),
+            max_header_bytes: ByteSize(32 * 1024),
+            max_headers: 64,
+            max_connections_per_ip: 64,
         }
     }
+}
+
+/// `auth:` API tokens, stored as sha256 digests (never the tokens themselves).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConf {
+    /// Whether requests without a token are served (an unknown token is refused either way).
+    #[serde(default = "default_true")]
+    pub allow_anonymous: bool,
+    #[serde(default)]
+    pub tokens: Vec<TokenConf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConf {
+    /// Shown in logs; never the token.
+    pub name: String,
+    /// Lowercase hex sha256 of the token (`scripts/new-token.sh` prints one).
+    pub sha256: Sha256Hex,
+    /// The tenant the caller belongs to (cache sharing, job ownership).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Pools this token may use; absent = all (403 otherwise).
+    #[serde(default)]
+    pub pools: Option<Vec<String>>,
+    /// A bucket of its own for this token, instead of the per-IP one.
+    #[serde(default)]
+    pub rate_limit: Option<BucketConf>,
+}
+
+/// A sha256 digest written as 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sha256Hex(pub [u8; 32]);
+
+impl<'de> Deserialize<'de> for Sha256Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s.trim(), &mut out).map_err(|_| {
+            de::Error::custom("sha256 must be 64 hex digits (scripts/new-token.sh prints one)")
+        })?;
+        Ok(Self(out))
+    }
+}
+
+/// `cache:` memory, disk and Redis tiers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConf {
+    /// How long an entry is served after it was synthesized.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl: ConfDuration,
+    #[serde(default)]
+    pub share: CacheShare,
+    /// The hot tier; on (512MiB) unless the cache section is absent.
+    #[serde(default)]
+    pub memory: MemoryConf,
+    /// The persistent tier; absent = off.
+    #[serde(default)]
+    pub disk: Option<DiskConf>,
+    /// The tier shared by all instances; absent = off.
+    #[serde(default)]
+    pub redis: Option<CacheRedisConf>,
+}
+
+fn default_cache_ttl() -> ConfDuration {
+    ConfDuration(Duration::from_secs(24 * 3600))
+}
+
+/// Who may receive whose cached audio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheShare {
+    /// Everyone shares (organisation-level sharing).
+    #[default]
+    Global,
+    /// Each tenant sees only its own entries (anonymous callers form one tenant).
+    Tenant,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConf {
+    pub max: ByteSize,
+}
+
+impl Default for MemoryConf {
+    fn default() -> Self {
+        Self {
+            max: ByteSize(512 * 1024 * 1024),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConf {
+    pub path: PathBuf,
+    #[serde(default = "default_disk_max")]
+    pub max: ByteSize,
+}
+
+fn default_disk_max() -> ByteSize {
+    ByteSize(10 << 30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRedisConf {
+    pub url: String,
+    /// Longest wait for one Redis round trip before going on without it.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: ConfDuration,
+    /// Larger WAVs are not sent to Redis.
+    #[serde(default = "default_redis_max_value")]
+    pub max_value: ByteSize,
+    /// How long one instance may hold the synthesis lock for a key before others give up
+    /// waiting for it and synthesize themselves.
+    #[serde(default = "default_redis_lock")]
+    pub lock: ConfDuration,
+}
+
+fn default_redis_max_value() -> ByteSize {
+    ByteSize(4 << 20)
+}
+
+fn default_redis_lock() -> ConfDuration {
+    ConfDuration(Duration::from_secs(30))
+}
+
+/// `rate_limit:` token buckets per client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConf {
+    #[serde(default)]
+    pub per_ip: BucketConf,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDR blocks).
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    pub store: RateLimitStore,
+    /// Required with `store: redis`.
+    #[serde(default)]
+    pub redis: Option<RedisConf>,
+}
+
+/// A token bucket: `capacity` tokens, `refill` more every `per`; each request takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BucketConf {
+    pub capacity: u32,
+    pub refill: u32,
+    pub per: ConfDuration,
+}
+
+impl Default for BucketConf {
+    fn default() -> Self {
+        Self {
+            capacity: 5,
+            refill: 1,
+            per: ConfDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitStore {
+    /// Buckets in this process's memory.
+    #[default]
+    Local,
+    /// Buckets in Redis, shared by every gateway instance.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConf {
+    pub url: String,
+    /// Longest wait for one Redis round trip before going on without it.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: ConfDuration,
+}
+
+fn default_redis_timeout() -> ConfDuration {
+    ConfDuration(Duration::from_millis(50))
 }
 
 /// How the gateway talks to a pool's backends.
@@ -90,6 +306,10 @@ pub struct PoolConf {
     pub protocol: Protocol,
     #[serde(default = "default_model")]
     pub model: ModelFamily,
+    /// Part of every cache key: change it when the model or its weights change, so that old
+    /// voices are not served for the new model.
+    #[serde(default)]
+    pub model_version: String,
     /// Sample rate of the raw PCM the backends send (`cosyvoice_fastapi`).
     #[serde(default = "default_sample_rate")]
     pub sample_rate: u32,

@@ -6,10 +6,26 @@ use crate::api::ApiError;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use pingora::proxy::Session;
+use std::time::Duration;
 
 /// Reads the whole request body, or says why not. Errors that leave unread bytes on the
 /// connection are marked `closing`.
-pub async fn read_body(session: &mut Session, max: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(session: &mut Session, max: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(deadline, read_within(session, max)).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            408,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s; send it at once",
+                deadline.as_secs_f64()
+            ),
+        )
+        .closing()),
+    }
+}
+
+async fn read_within(session: &mut Session, max: usize) -> Result<Bytes, ApiError> {
     let declared = declared_length(session)?;
     if let Some(len) = declared {
         if len > max {

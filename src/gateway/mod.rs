@@ -7,15 +7,20 @@
 //! Pingora's own proxy phase beyond its 64 KiB retry buffer (README, "Architecture").
 
 mod body;
+mod conn_guard;
 mod respond;
 
+pub use conn_guard::{check_header_limits, ConnectionGuard, PendingHeaders};
+
+use crate::admission::Admission;
 use crate::api::{ApiError, GenerateRequest, RequestLimits};
 use crate::backend::PoolSet;
+use crate::cache::{self, Cache, Outcome};
 use crate::config::LimitsConf;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
-use log::info;
+use log::{info, warn};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use std::sync::Arc;
@@ -28,20 +33,63 @@ pub struct RequestCtx {
     status: u16,
     /// `X-Cache` value of the answer, for the access log.
     cache: &'static str,
+    /// The tier a hit came from (`memory`, `disk`, `redis`, `inflight`), for the access log.
+    tier: &'static str,
+    /// The client's address as admission resolved it (peer, or X-Forwarded-For via a trusted proxy).
+    client: Option<std::net::IpAddr>,
+    /// The error code of a refusal, for the access log.
+    code: &'static str,
+    /// Rate-limit budget headers, sent with every answer once a token was taken.
+    budget: Vec<(&'static str, String)>,
+    /// A refusal found in `early_request_filter`, answered first thing in `request_filter`.
+    early_error: Option<ApiError>,
 }
 
 /// The gateway service.
 pub struct Gateway {
+    admission: Arc<Admission>,
+    cache: Option<Arc<Cache>>,
     pools: Arc<PoolSet>,
     limits: LimitsConf,
+    /// Where the connection guard waits for request headers (see `conn_guard`).
+    pending_headers: Arc<PendingHeaders>,
 }
 
 impl Gateway {
-    pub fn new(pools: Arc<PoolSet>, limits: LimitsConf) -> Self {
-        Self { pools, limits }
+    pub fn new(
+        admission: Arc<Admission>,
+        cache: Option<Arc<Cache>>,
+        pools: Arc<PoolSet>,
+        limits: LimitsConf,
+        pending_headers: Arc<PendingHeaders>,
+    ) -> Self {
+        Self {
+            admission,
+            cache,
+            pools,
+            limits,
+            pending_headers,
+        }
     }
 
+    /// `POST /generate`: admission (token, pool, rate limit) on the headers alone, then the body,
+    /// its validation, and the synthesis.
     async fn generate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let caller = self.admission.identify(peer, &session.req_header().headers)?;
+        ctx.client = Some(caller.ip);
+        let pool_name = session
+            .req_header()
+            .headers
+            .get("X-Cosygate-Pool")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let pool = self.pools.pool(pool_name.as_deref())?.clone();
+        self.admission.authorize(&caller, &pool.name)?;
+        ctx.budget = self.admission.take_token(&caller).await?;
         let content_type = session
             .req_header()
             .headers
@@ -59,23 +107,61 @@ impl Gateway {
             )
             .closing());
         }
-        let pool_name = session
-            .req_header()
-            .headers
-            .get("X-Cosygate-Pool")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let pool = self.pools.pool(pool_name.as_deref())?.clone();
-        let raw = body::read_body(session, self.limits.max_body.as_usize()).await?;
+        let raw = body::read_body(
+            session,
+            self.limits.max_body.as_usize(),
+            self.limits.body_timeout.0,
+        )
+        .await?;
         let limits = RequestLimits {
             max_text_chars: self.limits.max_text_chars,
             max_prompt_seconds: self.limits.max_prompt_seconds,
         };
         let req = GenerateRequest::parse(&raw, limits)?;
-        let synthesis = self.pools.synthesize(&pool, &req, &raw, &ctx.request_id).await?;
-        ctx.cache = "BYPASS";
-        let headers = [("X-Cache", ctx.cache.to_string())];
-        self.write(session, ctx, 200, "audio/wav", &headers, synthesis.wav)
-            .await;
+        let upstream = self.pools.prepare(&pool, &req)?;
+        let no_store = session
+            .req_header()
+            .headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .any(|v| {
+                v.as_bytes()
+                    .split(|b| *b == b',')
+                    .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-store"))
+            });
+        let mut headers = Vec::new();
+        let wav = match (&self.cache, no_store) {
+            (Some(cache), false) => {
+                let key = cache.key(caller.tenant(), &pool.name, &pool.conf.model_version, &req);
+                let params = cache::key::describe(&pool.name, &req);
+                let (pools, request_id) = (self.pools.clone(), ctx.request_id.clone());
+                let synthesize = async move {
+                    let s = pools.synthesize(&pool, &upstream, &request_id).await?;
+                    Ok((s.wav, true))
+                };
+                let (entry, outcome) = cache.get_or_synthesize(key, params, synthesize).await?;
+                ctx.cache = match outcome {
+                    Outcome::Hit(_) => "HIT",
+                    Outcome::Miss => "MISS",
+                };
+                if let Outcome::Hit(tier) = outcome {
+                    headers.push(("Age", entry.age_secs().to_string()));
+                    ctx.tier = tier;
+                }
+                headers.push(("X-Cache-Key", key.hex()));
+                entry.wav
+            }
+            _ => {
+                ctx.cache = "BYPASS";
+                self.pools
+                    .synthesize(&pool, &upstream, &ctx.request_id)
+                    .await?
+                    .wav
+            }
+        };
+        headers.push(("X-Cache", ctx.cache.to_string()));
+        headers.extend(ctx.budget.iter().cloned());
+        self.write(session, ctx, 200, "audio/wav", &headers, wav).await;
         Ok(())
     }
 
@@ -117,8 +203,21 @@ impl Gateway {
         }
     }
 
-    async fn fail(&self, session: &mut Session, ctx: &mut RequestCtx, err: ApiError) {
+    /// Answers an error; refusals (4xx) are counted by code, and injection attempts logged.
+    async fn fail(&self, session: &mut Session, ctx: &mut RequestCtx, mut err: ApiError) {
         ctx.status = err.status;
+        ctx.code = err.code;
+        if err.status < 500 {
+            crate::metrics::REJECTED.with_label_values(&[err.code]).inc();
+        }
+        if err.code == "forbidden_characters" {
+            let client = ctx.client.map(|c| c.to_string()).unwrap_or_default();
+            warn!(
+                "request {} from {client}: refused as an injection attempt: {}",
+                ctx.request_id, err.message
+            );
+        }
+        err.headers.extend(ctx.budget.iter().cloned());
         if let Err(e) = respond::send_error(session, &err, &ctx.request_id).await {
             info!(
                 "request {}: client went away while answering: {e}",
@@ -138,11 +237,32 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             status: 0,
             cache: "-",
+            tier: "",
+            client: None,
+            code: "-",
+            budget: Vec::new(),
+            early_error: None,
         }
+    }
+
+    /// Runs right after the request headers are parsed: lifts the connection guard's header
+    /// deadline and checks the header caps; a refusal is kept for `request_filter` to answer.
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            self.pending_headers.headers_received(*client);
+        }
+        if let Err(err) = check_header_limits(session.req_header(), &self.limits) {
+            ctx.early_error = Some(err);
+        }
+        Ok(())
     }
 
     /// Runs once the request headers are in: routes the request and answers it completely.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(err) = ctx.early_error.take() {
+            self.fail(session, ctx, err).await;
+            return Ok(true);
+        }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         match (path.as_str(), method) {
@@ -176,17 +296,24 @@ impl ProxyHttp for Gateway {
 
     /// Runs last for every request: one access-log line.
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
-        let client = session.client_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = session.client_addr().map(|a| a.to_string()).unwrap_or_default();
+        let client = match ctx.client {
+            Some(ip) if !peer.starts_with(&ip.to_string()) => format!("{ip} via {peer}"),
+            _ => peer,
+        };
         let req = session.req_header();
         info!(
-            "{} {} {} {} {} {}ms cache={}",
+            "{} {} {} {} {} {} {}ms cache={}{}{}",
             ctx.request_id,
             client,
             req.method,
             req.uri.path(),
             ctx.status,
+            ctx.code,
             ctx.started.elapsed().as_millis(),
-            ctx.cache
+            ctx.cache,
+            if ctx.tier.is_empty() { "" } else { "/" },
+            ctx.tier
         );
     }
 }

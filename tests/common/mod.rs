@@ -1,3 +1,4 @@
 #![allow(dead_code)]
 pub mod gateway;
+pub mod redis;
 pub mod sim;

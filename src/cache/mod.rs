@@ -1,0 +1,278 @@
+//! The WAV cache: a repeat costs microseconds, not GPU seconds, and never serves wrong or
+//! damaged audio. Lookups go memory → disk → Redis, and a hit in a lower tier is promoted to the
+//! tiers above. A miss runs the synthesis once per key, however many identical requests arrive
+//! meanwhile (in this process: `single_flight`; across instances: a short-lived lock in Redis).
+//! Only complete, validated WAVs are stored. The cache knows nothing of backends: it is handed
+//! the synthesis as a future.
+
+pub mod disk;
+pub mod entry;
+pub mod key;
+pub mod memory;
+pub mod redis_tier;
+pub mod single_flight;
+
+use crate::api::{ApiError, GenerateRequest};
+use crate::config::{CacheConf, CacheShare};
+use crate::metrics;
+use crate::redis_link::RedisLink;
+use bytes::Bytes;
+use disk::DiskTier;
+pub use entry::{CacheKey, CachedWav};
+use memory::MemoryTier;
+use redis_tier::RedisTier;
+use single_flight::SingleFlight;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Where an answer came from (`X-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from a tier (`memory`, `disk`, `redis`) or from an identical request's synthesis
+    /// that was already running (`inflight`).
+    Hit(&'static str),
+    /// This request's synthesis.
+    Miss,
+}
+
+/// What a synthesis produced: the WAV, and whether it may be cached (fallback audio may not).
+pub type Synthesized = Result<(Bytes, bool), ApiError>;
+
+/// How often a waiting instance looks for another instance's result in Redis.
+const LOCK_POLL: Duration = Duration::from_millis(50);
+
+pub struct Cache {
+    memory: MemoryTier,
+    disk: Option<DiskTier>,
+    redis: Option<RedisTier>,
+    share: CacheShare,
+    lock_hold: Duration,
+    flights: SingleFlight<Result<(CachedWav, bool), ApiError>>,
+}
+
+impl Cache {
+    /// Opens every configured tier (the disk tier scans its directory).
+    pub async fn open(conf: &CacheConf) -> Result<Self, String> {
+        let ttl = conf.ttl.0;
+        let disk = match &conf.disk {
+            Some(d) => Some(
+                DiskTier::open(d.path.clone(), d.max.0, ttl)
+                    .await
+                    .map_err(|e| format!("cache.disk.path {}: {e}", d.path.display()))?,
+            ),
+            None => None,
+        };
+        let redis = match &conf.redis {
+            Some(r) => Some(RedisTier::new(
+                RedisLink::new(&r.url, r.timeout.0, "cache")?,
+                ttl,
+                r.max_value.0,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            memory: MemoryTier::new(conf.memory.max.0, ttl),
+            disk,
+            redis,
+            share: conf.share,
+            lock_hold: conf
+                .redis
+                .as_ref()
+                .map(|r| r.lock.0)
+                .unwrap_or(Duration::from_secs(30)),
+            flights: SingleFlight::default(),
+        })
+    }
+
+    /// The key of `req` for this pool, within the caller's tenant when `share: tenant`.
+    pub fn key(
+        &self,
+        tenant: Option<&str>,
+        pool: &str,
+        model_version: &str,
+        req: &GenerateRequest,
+    ) -> CacheKey {
+        let scope = match self.share {
+            CacheShare::Global => None,
+            CacheShare::Tenant => Some(tenant.unwrap_or("anonymous")),
+        };
+        key::cache_key(scope, pool, model_version, req)
+    }
+
+    /// Looks the key up tier by tier, promoting a lower-tier hit to the tiers above.
+    pub async fn lookup(&self, key: &CacheKey) -> Option<(CachedWav, &'static str)> {
+        if let Some(hit) = self.memory.get(key).await {
+            count("memory", true);
+            return Some((hit, "memory"));
+        }
+        count("memory", false);
+        if let Some(disk) = &self.disk {
+            let hit = disk.get(key).await;
+            count("disk", hit.is_some());
+            if let Some(hit) = hit {
+                self.memory.put(key, &hit).await;
+                return Some((hit, "disk"));
+            }
+        }
+        if let Some(redis) = &self.redis {
+            let hit = redis.get(key).await;
+            count("redis", hit.is_some());
+            if let Some(hit) = hit {
+                self.memory.put(key, &hit).await;
+                if let Some(disk) = &self.disk {
+                    disk.put(key, &hit, &serde_json::json!({"from": "redis"})).await;
+                }
+                return Some((hit, "redis"));
+            }
+        }
+        None
+    }
+
+    /// Answers from the cache, or runs `synthesize` once for all identical requests in flight
+    /// and stores its result (when cacheable). `params` describe the request for the disk tier.
+    pub async fn get_or_synthesize<F>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        params: serde_json::Value,
+        synthesize: F,
+    ) -> Result<(CachedWav, Outcome), ApiError>
+    where
+        F: Future<Output = Synthesized> + Send + 'static,
+    {
+        if let Some((hit, tier)) = self.lookup(&key).await {
+            update_ratio(true);
+            return Ok((hit, Outcome::Hit(tier)));
+        }
+        let this = self.clone();
+        let work = async move { this.fill(key, params, synthesize).await };
+        let (result, led) = self.flights.run(key, work).await;
+        let (entry, fresh) = result?;
+        update_ratio(!led || !fresh);
+        Ok((
+            entry,
+            if led && fresh {
+                Outcome::Miss
+            } else {
+                Outcome::Hit("inflight")
+            },
+        ))
+    }
+
+    /// The one synthesis for a key: coordinate with other instances through Redis, run it,
+    /// store the result. Returns the entry and whether it was synthesized here (false: found in
+    /// a tier after all, e.g. another instance's result).
+    async fn fill<F>(
+        &self,
+        key: CacheKey,
+        params: serde_json::Value,
+        synthesize: F,
+    ) -> Result<(CachedWav, bool), ApiError>
+    where
+        F: Future<Output = Synthesized>,
+    {
+        if let Some((hit, _)) = self.lookup(&key).await {
+            return Ok((hit, false));
+        }
+        let token = match &self.redis {
+            Some(redis) => match self.lock_or_wait(redis, &key).await {
+                Ok(token) => Some(token),
+                Err(found) => return Ok((found, false)),
+            },
+            None => None,
+        };
+        let result = synthesize.await;
+        let stored = match result {
+            Ok((wav, cacheable)) => {
+                let entry = CachedWav {
+                    wav,
+                    created: SystemTime::now(),
+                };
+                if cacheable {
+                    self.store(&key, &entry, &params).await;
+                }
+                Ok((entry, true))
+            }
+            Err(e) => Err(e),
+        };
+        if let (Some(redis), Some(token)) = (&self.redis, token) {
+            redis.unlock(&key, &token).await;
+        }
+        stored
+    }
+
+    /// Takes the cross-instance lock for `key` (Ok(token)), or waits for the holder's result
+    /// (Err(entry)). A holder that dies is waited for at most the lock's hold time.
+    async fn lock_or_wait(&self, redis: &RedisTier, key: &CacheKey) -> Result<String, CachedWav> {
+        let deadline = Instant::now() + self.lock_hold;
+        loop {
+            if let Some(token) = redis.try_lock(key, self.lock_hold).await {
+                return Ok(token);
+            }
+            while Instant::now() < deadline {
+                tokio::time::sleep(LOCK_POLL).await;
+                if let Some(found) = redis.get(key).await {
+                    self.memory.put(key, &found).await;
+                    return Err(found);
+                }
+                if !redis.is_locked(key).await {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                // The holder is stuck or gone: synthesize without the lock (an empty token
+                // never matches, so unlocking later is a no-op).
+                return Ok(String::new());
+            }
+        }
+    }
+
+    /// Stores an entry in every tier.
+    pub async fn store(&self, key: &CacheKey, entry: &CachedWav, params: &serde_json::Value) {
+        self.memory.put(key, entry).await;
+        if let Some(disk) = &self.disk {
+            disk.put(key, entry, params).await;
+        }
+        if let Some(redis) = &self.redis {
+            redis.put(key, entry).await;
+        }
+    }
+
+    /// Removes one key from every tier; true if any tier had it.
+    pub async fn purge(&self, key: &CacheKey) -> bool {
+        let mut removed = self.memory.remove(key).await;
+        if let Some(disk) = &self.disk {
+            removed |= disk.remove(key).await;
+        }
+        if let Some(redis) = &self.redis {
+            removed |= redis.remove(key).await;
+        }
+        removed
+    }
+
+    /// Empties every tier.
+    pub async fn purge_all(&self) {
+        self.memory.purge_all();
+        if let Some(disk) = &self.disk {
+            disk.purge_all().await;
+        }
+        if let Some(redis) = &self.redis {
+            redis.purge_all().await;
+        }
+    }
+}
+
+fn count(tier: &'static str, hit: bool) {
+    metrics::CACHE_REQUESTS
+        .with_label_values(&[tier, if hit { "hit" } else { "miss" }])
+        .inc();
+}
+
+fn update_ratio(hit: bool) {
+    metrics::CACHE_LOOKUPS.inc();
+    if hit {
+        metrics::CACHE_HITS.inc();
+    }
+    let ratio = metrics::CACHE_HITS.get() as f64 / metrics::CACHE_LOOKUPS.get().max(1) as f64;
+    metrics::CACHE_HIT_RATIO.set(ratio);
+}

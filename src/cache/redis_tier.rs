@@ -1,0 +1,168 @@
+//! The Redis tier: audio shared by every gateway instance, and the short-lived lock that makes
+//! one instance synthesize a key while the others wait for its result. Each entry is a hash
+//! `cosygate:cache:<key>` with fields `wav`, `created` (unix ms) and `sha256`, expiring with the
+//! cache TTL; values above `max_value` are not sent. Every call is bounded by the link's timeout;
+//! when Redis is away the request goes on without this tier.
+
+use super::entry::{CacheKey, CachedWav};
+use crate::api::wav;
+use crate::redis_link::RedisLink;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub struct RedisTier {
+    link: RedisLink,
+    ttl: Duration,
+    max_value: u64,
+    unlock: redis::Script,
+}
+
+/// Deletes the lock only if we still hold it.
+const UNLOCK_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+fn entry_key(key: &CacheKey) -> String {
+    format!("cosygate:cache:{}", key.hex())
+}
+
+fn lock_key(key: &CacheKey) -> String {
+    format!("cosygate:lock:{}", key.hex())
+}
+
+impl RedisTier {
+    pub fn new(link: RedisLink, ttl: Duration, max_value: u64) -> Self {
+        Self {
+            link,
+            ttl,
+            max_value,
+            unlock: redis::Script::new(UNLOCK_LUA),
+        }
+    }
+
+    /// The entry, if Redis has a valid one (checksum and WAV structure verified).
+    pub async fn get(&self, key: &CacheKey) -> Option<CachedWav> {
+        let cmd = redis::cmd("HMGET")
+            .arg(entry_key(key))
+            .arg("wav")
+            .arg("created")
+            .arg("sha256")
+            .clone();
+        let (wav, created, sha): (Option<Vec<u8>>, Option<u64>, Option<String>) =
+            self.link.query(&cmd).await?;
+        let (wav, created, sha) = (wav?, created?, sha?);
+        if hex::encode(Sha256::digest(&wav)) != sha || wav::parse_wav(&wav).is_err() {
+            log::warn!("redis cache entry {key} is damaged; dropping it");
+            self.remove(key).await;
+            return None;
+        }
+        Some(CachedWav {
+            wav: Bytes::from(wav),
+            created: UNIX_EPOCH + Duration::from_millis(created),
+        })
+    }
+
+    /// Stores the entry with the remaining TTL (skipped above `max_value`).
+    pub async fn put(&self, key: &CacheKey, entry: &CachedWav) {
+        if entry.wav.len() as u64 > self.max_value {
+            return;
+        }
+        let age = SystemTime::now()
+            .duration_since(entry.created)
+            .unwrap_or_default();
+        let left = self.ttl.saturating_sub(age);
+        if left.is_zero() {
+            return;
+        }
+        let created = entry
+            .created
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let k = entry_key(key);
+        let pipe = redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&k)
+            .arg("wav")
+            .arg(entry.wav.as_ref())
+            .arg("created")
+            .arg(created)
+            .arg("sha256")
+            .arg(hex::encode(Sha256::digest(&entry.wav)))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&k)
+            .arg(left.as_millis() as u64)
+            .ignore()
+            .clone();
+        let _: Option<()> = self.link.query(&pipe).await;
+    }
+
+    pub async fn remove(&self, key: &CacheKey) -> bool {
+        let n: Option<u64> = self.link.query(redis::cmd("UNLINK").arg(entry_key(key))).await;
+        n.unwrap_or(0) > 0
+    }
+
+    /// Removes every cache entry (SCAN, then UNLINK in batches).
+    pub async fn purge_all(&self) -> usize {
+        let mut cursor = 0u64;
+        let mut removed = 0;
+        loop {
+            let scan = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("cosygate:cache:*")
+                .arg("COUNT")
+                .arg(500)
+                .clone();
+            let Some((next, keys)): Option<(u64, Vec<String>)> = self.link.query(&scan).await else {
+                break;
+            };
+            if !keys.is_empty() {
+                let n: Option<usize> = self.link.query(redis::cmd("UNLINK").arg(&keys)).await;
+                removed += n.unwrap_or(0);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        removed
+    }
+
+    /// Tries to become the one instance that synthesizes `key`, for at most `hold`. Some(token)
+    /// when this instance holds the lock; None when another does. Redis being away counts as
+    /// holding it (no coordination is possible, so synthesize locally).
+    pub async fn try_lock(&self, key: &CacheKey, hold: Duration) -> Option<String> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let cmd = redis::cmd("SET")
+            .arg(lock_key(key))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(hold.as_millis() as u64)
+            .clone();
+        match self.link.query::<Option<String>>(&cmd).await {
+            Some(Some(_)) | None => Some(token),
+            Some(None) => None,
+        }
+    }
+
+    /// Whether some instance still holds the lock for `key` (false when Redis is away).
+    pub async fn is_locked(&self, key: &CacheKey) -> bool {
+        self.link
+            .query::<bool>(redis::cmd("EXISTS").arg(lock_key(key)))
+            .await
+            .unwrap_or(false)
+    }
+
+    pub async fn unlock(&self, key: &CacheKey, token: &str) {
+        let _: Option<i64> = self
+            .link
+            .run_script(&self.unlock, &[&lock_key(key)], &[token.to_string()])
+            .await;
+    }
+}

@@ -1,0 +1,154 @@
+//! A connection to Redis that never holds a request up: it connects lazily (at most one attempt
+//! every few seconds while Redis is down), bounds every round trip by a short timeout, and
+//! reports failures so the caller can go on without Redis. Shared by the features that keep
+//! state in Redis (rate limits now; the cache tier and locks later).
+
+use log::warn;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long to wait after a failed connection attempt before trying again.
+const RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
+/// At most one warning per this interval, so an outage does not flood the log.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+pub struct RedisLink {
+    client: redis::Client,
+    timeout: Duration,
+    what: &'static str,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    next_attempt: Mutex<Option<Instant>>,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl RedisLink {
+    /// Checks the URL; does not connect yet. `what` names the user in logs and metrics.
+    pub fn new(url: &str, timeout: Duration, what: &'static str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url:?}: {e}"))?;
+        Ok(Self {
+            client,
+            timeout,
+            what,
+            conn: tokio::sync::Mutex::new(None),
+            next_attempt: Mutex::new(None),
+            last_warning: Mutex::new(None),
+        })
+    }
+
+    /// A connection, or None while Redis is unreachable (without waiting longer than `timeout`).
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let mut guard = self.conn.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            return Some(conn.clone());
+        }
+        let now = Instant::now();
+        if let Ok(mut next) = self.next_attempt.lock() {
+            if next.is_some_and(|t| now < t) {
+                return None;
+            }
+            *next = Some(now + RECONNECT_BACKOFF);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(RECONNECT_BACKOFF);
+        let attempt = self.client.get_connection_manager_with_config(config);
+        match tokio::time::timeout(self.timeout * 4, attempt).await {
+            Ok(Ok(conn)) => {
+                *guard = Some(conn.clone());
+                Some(conn)
+            }
+            Ok(Err(e)) => {
+                self.failed(&format!("cannot connect: {e}"));
+                None
+            }
+            Err(_) => {
+                self.failed("cannot connect: timed out");
+                None
+            }
+        }
+    }
+
+    /// Runs `script` with `keys` and `args` in one round trip, or None if Redis did not answer
+    /// in time (counted and logged).
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Option<T> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(*k);
+        }
+        for a in args {
+            invocation.arg(a.as_str());
+        }
+        self.call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a command or pipeline (`redis::cmd(..).query_async`, `redis::pipe()...`) within the
+    /// timeout, or None if Redis did not answer in time (counted and logged).
+    pub async fn query<T: redis::FromRedisValue>(&self, q: &(impl ToQuery + Sync)) -> Option<T> {
+        self.call(|mut conn| async move { q.run(&mut conn).await }).await
+    }
+
+    async fn call<T, F, Fut>(&self, f: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed(&format!("no answer within {} ms", self.timeout.as_millis()));
+                None
+            }
+        }
+    }
+
+    fn failed(&self, why: &str) {
+        crate::metrics::REDIS_ERRORS.with_label_values(&[self.what]).inc();
+        let now = Instant::now();
+        if let Ok(mut last) = self.last_warning.lock() {
+            if last.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
+                *last = Some(now);
+                warn!("redis ({}): {why}; going on without Redis", self.what);
+            }
+        }
+    }
+}
+
+/// A command or a pipeline, ready to send.
+pub trait ToQuery {
+    fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send;
+}
+
+impl ToQuery for redis::Cmd {
+    fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
+        self.query_async(conn)
+    }
+}
+
+impl ToQuery for redis::Pipeline {
+    fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
+        self.query_async(conn)
+    }
+}
