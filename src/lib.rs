@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cache;
 pub mod config;
 pub mod gateway;
+pub mod jobs;
 pub mod metrics;
 pub mod redis_link;
 pub mod sim;

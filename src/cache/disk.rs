@@ -32,7 +32,7 @@ const VERSION: u32 = 1;
 const STALE: Duration = Duration::from_secs(60);
 /// A writer renames the WAV just before the JSON: a reader that sees them disagree looks again
 /// after this pause before it judges the entry damaged.
-const RACE_PAUSE: Duration = Duration::from_millis(20);
+const RACE_PAUSE: Duration = Duration::from_millis(50);
 
 pub struct DiskTier {
     root: PathBuf,
@@ -156,12 +156,19 @@ impl DiskTier {
         }
     }
 
-    /// Stores the entry (skipped above `max_bytes`, or while this process already writes the
-    /// key), then evicts least recently used entries until the total fits.
+    /// Stores the entry (skipped above `max_bytes`, if already expired, or while this process
+    /// already writes the key), then evicts least recently used entries until the total fits.
     pub async fn put(&self, key: &CacheKey, entry: &CachedWav, params: &serde_json::Value) {
         let size = entry.wav.len() as u64;
         if size > self.max_bytes {
             debug!("disk cache: {key} ({size} bytes) is larger than the cache; not stored");
+            return;
+        }
+        if SystemTime::now()
+            .duration_since(entry.created)
+            .unwrap_or_default()
+            >= self.ttl
+        {
             return;
         }
         if !lock(&self.index).writing.insert(*key) {
@@ -330,6 +337,7 @@ fn write_entry(root: &Path, key: &CacheKey, entry: &CachedWav, params: serde_jso
     })
 }
 
+/// Why an entry is not served.
 enum Fault {
     /// Not there (or deleted meanwhile).
     Gone,
@@ -527,7 +535,10 @@ fn scan_shards(root: &Path, shards: &[PathBuf], ttl: Duration) -> (Vec<Found>, u
 
 /// One entry at `open`: its JSON checked and its WAV's length compared (no hashing: `get` does).
 fn check_entry(root: &Path, key: &CacheKey, json: &Path, ttl: Duration) -> Result<Found, Fault> {
-    let (meta, _) = read_meta(json, ttl)?;
+    let (meta, _) = read_meta(json, ttl).map_err(|fault| match fault {
+        Fault::Io(e) => Fault::Damaged(format!("unreadable metadata: {e}")),
+        other => other,
+    })?;
     let wav_len = fs::metadata(paths(root, key).0)
         .map_err(|e| Fault::Damaged(format!("WAV: {e}")))?
         .len();
@@ -571,6 +582,7 @@ fn purge_dir(root: &Path) -> Vec<CacheKey> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Arc;
 
     /// A fresh directory under the system temp dir, removed when dropped.
     struct TempDir(PathBuf);
@@ -657,21 +669,25 @@ mod tests {
         assert!(!wav_path.exists() && !json_path.exists());
         assert_eq!((tier.len(), tier.bytes()), (0, 0));
 
-        // Expired entries are also dropped when the directory is opened.
-        tier.put(&key(2), &wav(2, 100), &json!({})).await;
+        // An entry that is already expired is not stored; expired entries are dropped at `open`.
         tier.put(
-            &key(3),
+            &key(2),
             &CachedWav {
                 created: SystemTime::now() - DAY,
-                ..wav(3, 100)
+                ..wav(2, 100)
             },
             &json!({}),
         )
         .await;
+        assert!(!files(&dir, &key(2)).0.exists() && tier.is_empty());
+        let entry = wav(3, 100);
+        tier.put(&key(3), &entry, &json!({})).await;
         assert!(files(&dir, &key(3)).1.exists());
+        let deadline = entry.created + ttl + Duration::from_millis(50);
+        tokio::time::sleep(deadline.duration_since(SystemTime::now()).unwrap_or_default()).await;
         let reopened = DiskTier::open(dir.0.clone(), 1 << 20, ttl).await.unwrap();
-        assert_eq!(reopened.len(), 1);
-        assert!(!files(&dir, &key(3)).1.exists());
+        assert!(reopened.is_empty());
+        assert!(!files(&dir, &key(3)).0.exists() && !files(&dir, &key(3)).1.exists());
     }
 
     #[tokio::test]
@@ -820,28 +836,63 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn concurrent_puts_and_gets_never_serve_a_mix() {
+    async fn a_read_between_the_two_renames_waits_for_the_json() {
+        // Another process has renamed its new WAV into place and renames the JSON 2 ms later:
+        // the reader sees the old JSON with the new WAV, looks again and serves the new entry.
         let dir = TempDir::new();
-        let a = std::sync::Arc::new(DiskTier::open(dir.0.clone(), 1 << 22, DAY).await.unwrap());
-        let b = std::sync::Arc::new(DiskTier::open(dir.0.clone(), 1 << 22, DAY).await.unwrap());
-        let versions: Vec<CachedWav> = (0..4).map(|n| wav(n, 20_000)).collect();
+        let tier = DiskTier::open(dir.0.clone(), 1 << 20, DAY).await.unwrap();
+        let (old, new) = (wav(1, 3000), wav(2, 3000));
+        tier.put(&key(1), &old, &json!({})).await;
+        let (wav_path, json_path) = files(&dir, &key(1));
+        let staging = dir.0.join("staging");
+        DiskTier::open(staging.clone(), 1 << 20, DAY)
+            .await
+            .unwrap()
+            .put(&key(1), &new, &json!({}))
+            .await;
+        let (new_wav, new_json) = paths(&staging.join("v1"), &key(1));
+        fs::rename(&new_wav, &wav_path).unwrap();
+        let commit = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2));
+            fs::rename(&new_json, &json_path).unwrap();
+        });
+        let got = tier.get(&key(1)).await;
+        commit.join().unwrap();
+        assert_eq!(got.map(|g| g.wav), Some(new.wav));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_puts_and_gets_never_serve_a_mix() {
+        // Two tiers on one directory, as during a graceful upgrade, rewriting one key while
+        // reading it: every answer is one complete version.
+        let dir = TempDir::new();
+        let a = Arc::new(DiskTier::open(dir.0.clone(), 1 << 22, DAY).await.unwrap());
+        let b = Arc::new(DiskTier::open(dir.0.clone(), 1 << 22, DAY).await.unwrap());
+        let versions: Arc<Vec<CachedWav>> = Arc::new((0..4).map(|n| wav(n, 200_000)).collect());
+        a.put(&key(7), &versions[0], &json!({})).await;
         let mut tasks = Vec::new();
-        for round in 0..10 {
+        for round in 0..20 {
             for (i, tier) in [&a, &b].into_iter().enumerate() {
-                let (writer, entry) = ((*tier).clone(), versions[(round + i) % 4].clone());
+                let (writer, entry) = (Arc::clone(tier), versions[(round + i) % 4].clone());
                 tasks.push(tokio::spawn(async move {
-                    writer.put(&key(7), &entry, &json!({})).await
+                    writer.put(&key(7), &entry, &json!({})).await;
+                    false
                 }));
-                let (tier, versions) = ((*tier).clone(), versions.clone());
+                let (reader, versions) = (Arc::clone(tier), Arc::clone(&versions));
                 tasks.push(tokio::spawn(async move {
-                    if let Some(got) = tier.get(&key(7)).await {
-                        assert!(versions.iter().any(|v| v.wav == got.wav), "served a mixed entry");
-                    }
+                    let got = reader.get(&key(7)).await;
+                    let whole = got
+                        .as_ref()
+                        .is_none_or(|got| versions.iter().any(|v| v.wav == got.wav));
+                    assert!(whole, "served a mixed entry");
+                    got.is_some()
                 }));
             }
         }
+        let mut hits = 0;
         for task in tasks {
-            task.await.unwrap();
+            hits += usize::from(task.await.unwrap());
         }
+        assert!(hits > 0, "no read overlapped the writes");
     }
 }

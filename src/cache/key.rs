@@ -61,3 +61,68 @@ pub fn describe(pool: &str, req: &GenerateRequest) -> serde_json::Value {
         "speed": req.speed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{GenerateRequest, RequestLimits};
+
+    const LIMITS: RequestLimits = RequestLimits {
+        max_text_chars: 200,
+        max_prompt_seconds: 30.0,
+    };
+
+    fn key(body: &str) -> CacheKey {
+        let req = GenerateRequest::parse(body.as_bytes(), LIMITS).expect("valid request");
+        cache_key(None, "cosyvoice", "v1", &req)
+    }
+
+    #[test]
+    fn equivalent_requests_share_a_key() {
+        let base = key(r#"{"text":"café","mode":"sft","spk_id":"a"}"#);
+        assert_eq!(
+            base,
+            key(r#"{ "spk_id" : "a", "mode":"sft",  "text":"  café " }"#)
+        );
+        assert_eq!(
+            base,
+            key("{\"text\":\"cafe\u{301}\",\"mode\":\"sft\",\"spk_id\":\"a\"}"),
+            "NFD = NFC"
+        );
+        assert_eq!(
+            base,
+            key(r#"{"text":"café","mode":"sft","spk_id":"a","seed":0,"speed":1.0}"#),
+            "defaults"
+        );
+    }
+
+    #[test]
+    fn every_field_that_matters_changes_the_key() {
+        let base = r#"{"text":"hi","mode":"sft","spk_id":"a"}"#;
+        let k = key(base);
+        for other in [
+            r#"{"text":"ho","mode":"sft","spk_id":"a"}"#,
+            r#"{"text":"hi","mode":"sft","spk_id":"b"}"#,
+            r#"{"text":"hi","mode":"sft","spk_id":"a","seed":1}"#,
+            r#"{"text":"hi","mode":"sft","spk_id":"a","speed":1.5}"#,
+            r#"{"text":"hi","mode":"sft","spk_id":"a","prompt_text":"x"}"#,
+        ] {
+            assert_ne!(k, key(other), "{other}");
+        }
+        let req = GenerateRequest::parse(base.as_bytes(), LIMITS).expect("valid");
+        assert_ne!(k, cache_key(None, "cosyvoice", "v2", &req), "model_version");
+        assert_ne!(k, cache_key(None, "other", "v1", &req), "pool");
+        assert_ne!(k, cache_key(Some("school-a"), "cosyvoice", "v1", &req), "tenant");
+        assert_ne!(
+            cache_key(Some("a"), "p", "v", &req),
+            cache_key(Some("b"), "p", "v", &req)
+        );
+    }
+
+    #[test]
+    fn field_boundaries_cannot_be_imitated() {
+        let a = GenerateRequest::parse(br#"{"text":"a","mode":"sft","spk_id":"bc"}"#, LIMITS).expect("valid");
+        let b = GenerateRequest::parse(br#"{"text":"ab","mode":"sft","spk_id":"c"}"#, LIMITS).expect("valid");
+        assert_ne!(cache_key(None, "p", "", &a), cache_key(None, "p", "", &b));
+    }
+}

@@ -4,13 +4,12 @@
 //! goes away, it is dropped (and so leaves the queue, or releases its backend slot).
 
 use super::entry::CacheKey;
-use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
+use futures_util::future::{BoxFuture, FutureExt, WeakShared};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-type Flight<T> = Shared<BoxFuture<'static, T>>;
 /// The map holds flights weakly: only waiting callers keep a flight alive.
 type Flights<T> = Arc<Mutex<HashMap<CacheKey, (u64, WeakShared<BoxFuture<'static, T>>)>>>;
 

@@ -28,6 +28,12 @@ pub struct GatewayConf {
     /// The WAV cache; absent = no cache (every answer `X-Cache: BYPASS`).
     #[serde(default)]
     pub cache: Option<CacheConf>,
+    /// A local voice engine for when no backend can serve; absent = 502/503/504 instead.
+    #[serde(default)]
+    pub fallback: Option<FallbackConf>,
+    /// 202 Accepted jobs.
+    #[serde(default)]
+    pub jobs: JobsConf,
     /// Backend pools by name, in file order.
     pub pools: Pools,
     /// The pool a request goes to when it does not name one with `X-Cosygate-Pool`.
@@ -318,7 +324,117 @@ pub struct PoolConf {
     /// Deadline for one backend attempt, from connect to the last audio byte.
     #[serde(default = "default_timeout")]
     pub timeout: ConfDuration,
+    /// GPU slots per backend: never more requests in flight to one backend than this.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default)]
+    pub queue: QueueConf,
+    #[serde(default)]
+    pub retry: RetryConf,
+    #[serde(default)]
+    pub circuit_breaker: BreakerConf,
     pub backends: NonEmpty<BackendConf>,
+}
+
+fn default_max_concurrency() -> usize {
+    8
+}
+
+/// The pool's bounded, fair wait for a free GPU slot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConf {
+    /// Most requests waiting; more get 503 `queue_full`.
+    pub max_len: usize,
+    /// Longest wait for a slot: a synchronous caller then gets 503, a job expires.
+    pub max_wait: ConfDuration,
+    /// A request that has not started within this becomes a 202 job.
+    pub async_after: ConfDuration,
+}
+
+impl Default for QueueConf {
+    fn default() -> Self {
+        Self {
+            max_len: 64,
+            max_wait: ConfDuration(Duration::from_secs(30)),
+            async_after: ConfDuration(Duration::from_secs(2)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConf {
+    /// Extra attempts on another backend after a retryable failure.
+    pub attempts: usize,
+}
+
+impl Default for RetryConf {
+    fn default() -> Self {
+        Self { attempts: 2 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConf {
+    /// Consecutive failures that open a backend's breaker.
+    pub failures: u32,
+    /// How long it stays open before one probe request may try it.
+    pub open_for: ConfDuration,
+}
+
+impl Default for BreakerConf {
+    fn default() -> Self {
+        Self {
+            failures: 3,
+            open_for: ConfDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `fallback:` a local voice engine for when no backend can serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConf {
+    /// argv (no shell); `{out}` is replaced by the output WAV path, `{text}` by the text.
+    pub command: NonEmpty<String>,
+    /// Most fallback processes at once.
+    #[serde(default = "default_fallback_concurrency")]
+    pub concurrency: usize,
+    /// Longest a fallback process may run.
+    #[serde(default = "default_fallback_timeout")]
+    pub timeout: ConfDuration,
+    /// Whether fallback audio may be cached (normally not: it is not the requested voice).
+    #[serde(default)]
+    pub cache: bool,
+}
+
+fn default_fallback_concurrency() -> usize {
+    2
+}
+
+fn default_fallback_timeout() -> ConfDuration {
+    ConfDuration(Duration::from_secs(10))
+}
+
+/// `jobs:` 202 Accepted jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConf {
+    /// How long a finished job's result can be fetched.
+    pub keep: ConfDuration,
+    /// Most jobs kept at once (queued, running and finished); the oldest finished go first.
+    pub max: usize,
+}
+
+impl Default for JobsConf {
+    fn default() -> Self {
+        Self {
+            keep: ConfDuration(Duration::from_secs(600)),
+            max: 10_000,
+        }
+    }
 }
 
 fn default_model() -> ModelFamily {
