@@ -19,9 +19,10 @@ pub struct Answer {
 /// Where a request is: waiting for a GPU slot, synthesizing, or done.
 #[derive(Clone)]
 pub enum Phase {
-    /// `position` reads the live queue position (None once a slot is granted).
+    /// `position` reads the live queue position and the expected wait (None once a slot is
+    /// granted).
     Queued {
-        position: Arc<dyn Fn() -> Option<usize> + Send + Sync>,
+        position: Arc<dyn Fn() -> Option<(usize, Duration)> + Send + Sync>,
     },
     Running,
     Done(Result<Answer, ApiError>),
@@ -32,7 +33,7 @@ pub type Progress = Arc<Mutex<Phase>>;
 
 /// What a poller is told.
 pub enum JobStatus {
-    Queued { position: usize },
+    Queued { position: usize, eta: Duration },
     Running,
     Done(Result<Answer, ApiError>),
 }
@@ -58,7 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn status_of(progress: &Progress) -> JobStatus {
     match &*lock(progress) {
         Phase::Queued { position } => match position() {
-            Some(p) => JobStatus::Queued { position: p },
+            Some((position, eta)) => JobStatus::Queued { position, eta },
             None => JobStatus::Running,
         },
         Phase::Running => JobStatus::Running,
@@ -111,6 +112,11 @@ impl Jobs {
             job.finished_at = Some(Instant::now());
         }
         Some(status)
+    }
+
+    /// The job's progress cell (for a status answer), whoever owns it.
+    pub fn progress(&self, id: &str) -> Option<Progress> {
+        lock(&self.jobs).get(id).map(|j| j.progress.clone())
     }
 
     /// Drops finished jobs older than `keep`, then the oldest finished ones while over `max`.

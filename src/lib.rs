@@ -9,5 +9,7 @@ pub mod config;
 pub mod gateway;
 pub mod jobs;
 pub mod metrics;
+pub mod periodic;
 pub mod redis_link;
+pub mod schedule;
 pub mod sim;

@@ -3,11 +3,13 @@
 //! as usual.
 
 use clap::Parser;
-use cosygate::admission::{rate_limit::IdleBucketSweeper, Admission};
+use cosygate::admission::Admission;
 use cosygate::backend::PoolSet;
 use cosygate::cache::Cache;
 use cosygate::config::{self, Config};
 use cosygate::gateway::{ConnectionGuard, Gateway, PendingHeaders};
+use cosygate::jobs::Jobs;
+use cosygate::periodic::Periodic;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::Opt;
@@ -69,11 +71,14 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
     let (pools, health_services) = PoolSet::new(&conf)?;
     let admission = Arc::new(Admission::new(&conf)?);
     if let Some(limits) = admission.rate_limits() {
-        let sweeper = IdleBucketSweeper {
-            limits,
-            every: Duration::from_secs(60),
-        };
+        let sweeper = Periodic::new(Duration::from_secs(60), move || limits.forget_idle());
         server.add_service(background_service("forget idle rate-limit buckets", sweeper));
+    }
+    for pool in pools.pools() {
+        // Free slots reach queued requests when a backend recovers or a breaker half-opens.
+        let scheduler = pool.scheduler.clone();
+        let dispatch = Periodic::new(Duration::from_millis(100), move || scheduler.dispatch());
+        server.add_service(background_service(&format!("dispatch {}", pool.name), dispatch));
     }
     let pending_headers = Arc::new(PendingHeaders::default());
     let cache = match &conf.cache {
@@ -89,6 +94,7 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         admission,
         cache,
         Arc::new(pools),
+        Arc::new(Jobs::new(conf.jobs.keep.0, conf.jobs.max)),
         conf.limits.clone(),
         pending_headers.clone(),
     );

@@ -69,3 +69,13 @@ pub static CACHE_HIT_RATIO: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
     )
     .unwrap_or_else(|e| panic!("metric definition: {e}"))
 });
+
+/// Failed backend attempts, by backend and kind (connect, timeout, status_5xx, truncated, ...).
+pub static BACKEND_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "cosygate_backend_error_count",
+        "Failed backend attempts by backend and kind",
+        &["backend", "kind"]
+    )
+    .unwrap_or_else(|e| panic!("metric definition: {e}"))
+});

@@ -26,6 +26,14 @@ impl Caller {
     pub fn tenant(&self) -> Option<&str> {
         self.identity.as_ref().and_then(|i| i.tenant.as_deref())
     }
+
+    /// Who owns this caller's jobs and queue share: the token's name, or the IP when anonymous.
+    pub fn owner(&self) -> String {
+        match &self.identity {
+            Some(id) => format!("token:{}", id.name),
+            None => format!("ip:{}", self.ip),
+        }
+    }
 }
 
 /// What the caller is told about their budget (`RateLimit-Policy` and `RateLimit` headers,

@@ -14,7 +14,6 @@ use governor::{Quota, RateLimiter};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Whose bucket a request draws from.
@@ -197,26 +196,6 @@ fn quota(b: &BucketConf) -> Result<Quota, String> {
     Ok(Quota::with_period(period)
         .ok_or("rate-limit period must be above zero")?
         .allow_burst(capacity))
-}
-
-/// A Pingora background service that drops idle local buckets every `every`.
-pub struct IdleBucketSweeper {
-    pub limits: Arc<RateLimits>,
-    pub every: Duration,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for IdleBucketSweeper {
-    /// Runs for the life of the server; stops on shutdown.
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.every);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.limits.forget_idle(),
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,12 @@ pub mod protocol;
 
 use crate::api::{ApiError, GenerateRequest};
 use crate::config::GatewayConf;
+use crate::jobs::{Phase, Progress};
+use crate::metrics;
+use crate::schedule::QueueError;
 use attempt::AttemptError;
 use bytes::Bytes;
+use fallback::Fallback;
 use indexmap::IndexMap;
 use log::warn;
 use pingora::connectors::http::Connector;
@@ -21,11 +25,16 @@ pub use protocol::UpstreamRequest;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Audio produced by a backend.
+/// Audio produced by a backend, or by the fallback voice.
 #[derive(Debug, Clone)]
 pub struct Synthesis {
     pub wav: Bytes,
-    pub backend: SocketAddr,
+    /// None for fallback audio.
+    pub backend: Option<SocketAddr>,
+    /// From the fallback voice (`X-Degraded: fallback`).
+    pub degraded: bool,
+    /// Whether the cache may keep it.
+    pub cacheable: bool,
 }
 
 /// Every pool, the default one, and the shared connection pool to the backends.
@@ -33,6 +42,7 @@ pub struct PoolSet {
     pools: IndexMap<String, Arc<BackendPool>>,
     default_pool: String,
     connector: Connector,
+    fallback: Option<Fallback>,
 }
 
 /// The background services (one health checker per pool) that must run beside the gateway.
@@ -56,6 +66,7 @@ impl PoolSet {
                 pools,
                 default_pool,
                 connector: Connector::new(None),
+                fallback: conf.fallback.as_ref().map(Fallback::new),
             },
             services,
         ))
@@ -87,40 +98,98 @@ impl PoolSet {
             .fold((0, 0), |(h, t), (_, ok)| (h + usize::from(ok), t + 1))
     }
 
+    /// Whether a fallback voice can answer when no backend can.
+    pub fn has_fallback(&self) -> bool {
+        self.fallback.is_some()
+    }
+
     /// Translates a validated request into `pool`'s protocol, or refuses what the pool's
     /// backends cannot do (before any cache or backend work).
     pub fn prepare(&self, pool: &BackendPool, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
         protocol::build(&pool.conf, req)
     }
 
-    /// Synthesizes a prepared request on a healthy backend of `pool`.
+    /// Synthesizes a prepared request: waits for a GPU slot on a healthy, breaker-closed backend
+    /// (fairly across `client`s), sends it under the pool's deadline, and retries a retryable
+    /// failure on another backend up to `retry.attempts` times. When no backend can serve, or
+    /// every attempt failed, the fallback voice answers if one is configured.
     pub async fn synthesize(
         &self,
         pool: &BackendPool,
         upstream: &UpstreamRequest,
+        text: &str,
+        client: &str,
         request_id: &str,
+        progress: &Progress,
     ) -> Result<Synthesis, ApiError> {
-        let Some(addr) = pool.pick(|_| true) else {
-            return Err(ApiError::new(
-                503,
-                "no_backend_available",
-                format!(
-                    "no backend of pool {} is healthy right now; try again shortly",
-                    pool.name
-                ),
-            )
-            .with_retry_after(5));
-        };
-        let outcome = attempt::send(&self.connector, addr, upstream, request_id, pool.conf.timeout.0).await;
-        let result = outcome.and_then(|(status, body)| protocol::decode(&pool.conf, status, body));
-        match result {
-            Ok(wav) => Ok(Synthesis { wav, backend: addr }),
-            Err(e) => {
-                warn!("request {request_id}: pool {} backend {addr}: {e}", pool.name);
-                Err(attempt_error_to_api(&e))
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last: Option<ApiError> = None;
+        for _ in 0..=pool.conf.retry.attempts {
+            let ticket = match pool.scheduler.ticket(client, tried.clone()) {
+                Ok(t) => t,
+                Err(QueueError::NoBackend) => break,
+                Err(e) => return Err(e.to_api(&pool.name)),
+            };
+            set_phase(
+                progress,
+                Phase::Queued {
+                    position: Arc::new(ticket.position_probe()),
+                },
+            );
+            let slot = match ticket.slot().await {
+                Ok(slot) => slot,
+                Err(e) => return Err(e.to_api(&pool.name)),
+            };
+            set_phase(progress, Phase::Running);
+            let addr = slot.addr();
+            let outcome = attempt::send(&self.connector, addr, upstream, request_id, pool.conf.timeout.0)
+                .await
+                .and_then(|(status, body)| protocol::decode(&pool.conf, status, body));
+            match outcome {
+                Ok(wav) => {
+                    slot.succeeded();
+                    return Ok(Synthesis {
+                        wav,
+                        backend: Some(addr),
+                        degraded: false,
+                        cacheable: true,
+                    });
+                }
+                Err(e @ AttemptError::Rejected { .. }) => {
+                    // The backend is fine; the request is not. Never retried.
+                    slot.succeeded();
+                    return Err(attempt_error_to_api(&e));
+                }
+                Err(e) => {
+                    slot.failed();
+                    metrics::BACKEND_ERRORS
+                        .with_label_values(&[&addr.to_string(), e.kind()])
+                        .inc();
+                    warn!("request {request_id}: pool {} backend {addr}: {e}", pool.name);
+                    tried.push(addr);
+                    last = Some(attempt_error_to_api(&e));
+                }
             }
         }
+        if let Some(fallback) = &self.fallback {
+            let wav = fallback.speak(text).await?;
+            warn!(
+                "request {request_id}: pool {} could not serve; answered with the fallback voice",
+                pool.name
+            );
+            return Ok(Synthesis {
+                wav,
+                backend: None,
+                degraded: true,
+                cacheable: fallback.cacheable,
+            });
+        }
+        Err(last.unwrap_or_else(|| QueueError::NoBackend.to_api(&pool.name)))
     }
+}
+
+fn set_phase(progress: &Progress, phase: Phase) {
+    *progress.lock().unwrap_or_else(|p| p.into_inner()) = phase;
 }
 
 /// What the client is told when the last attempt failed.

@@ -1,8 +1,9 @@
 //! A pool of backends that serve the same model: their addresses, the active HTTP health check
-//! (pingora-load-balancing, run as a Pingora background service), and which backend gets the
-//! next request. Only backends that pass their health check are picked.
+//! (pingora-load-balancing, run as a Pingora background service), and the pool's scheduler,
+//! which hands out GPU slots only on backends that pass their health check.
 
 use crate::config::PoolConf;
+use crate::schedule::{HealthFn, Scheduler};
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::http::RequestHeader;
@@ -10,6 +11,7 @@ use pingora::lb::health_check::{HealthObserve, HttpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::services::background::{background_service, GenBackgroundService};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,6 +20,8 @@ pub struct BackendPool {
     pub name: String,
     pub conf: PoolConf,
     lb: Arc<LoadBalancer<RoundRobin>>,
+    /// GPU slots, the fair queue and the circuit breakers of this pool's backends.
+    pub scheduler: Arc<Scheduler>,
 }
 
 impl BackendPool {
@@ -34,21 +38,33 @@ impl BackendPool {
         lb.health_check_frequency = Some(conf.health.interval.0);
         lb.parallel_health_check = true;
         let service = background_service(&format!("health check {name}"), lb);
+        let lb = service.task();
+        let by_addr: HashMap<SocketAddr, Backend> = lb
+            .backends()
+            .get_backend()
+            .iter()
+            .filter_map(|b| b.addr.as_inet().map(|a| (*a, b.clone())))
+            .collect();
+        let health_lb = lb.clone();
+        let healthy: HealthFn = Arc::new(move |addr: SocketAddr| {
+            by_addr.get(&addr).is_some_and(|b| health_lb.backends().ready(b))
+        });
+        let addrs: Vec<SocketAddr> = conf.backends.0.iter().map(|b| b.addr).collect();
+        let scheduler = Scheduler::new(
+            name,
+            &addrs,
+            conf.max_concurrency,
+            &conf.queue,
+            &conf.circuit_breaker,
+            healthy,
+        );
         let pool = Arc::new(Self {
             name: name.to_string(),
             conf,
-            lb: service.task(),
+            lb,
+            scheduler,
         });
         Ok((pool, service))
-    }
-
-    /// The next healthy backend in round-robin order that `accept` allows, if any.
-    pub fn pick(&self, accept: impl Fn(SocketAddr) -> bool) -> Option<SocketAddr> {
-        self.lb
-            .select_with(b"", 256, |b, healthy| {
-                healthy && b.addr.as_inet().is_some_and(|a| accept(*a))
-            })
-            .and_then(|b| b.addr.as_inet().copied())
     }
 
     /// Every backend with its current health.

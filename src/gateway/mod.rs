@@ -8,15 +8,18 @@
 
 mod body;
 mod conn_guard;
+mod generate;
+mod produce;
 mod respond;
 
 pub use conn_guard::{check_header_limits, ConnectionGuard, PendingHeaders};
 
 use crate::admission::Admission;
-use crate::api::{ApiError, GenerateRequest, RequestLimits};
+use crate::api::ApiError;
 use crate::backend::PoolSet;
-use crate::cache::{self, Cache, Outcome};
+use crate::cache::Cache;
 use crate::config::LimitsConf;
+use crate::jobs::Jobs;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
@@ -50,6 +53,7 @@ pub struct Gateway {
     admission: Arc<Admission>,
     cache: Option<Arc<Cache>>,
     pools: Arc<PoolSet>,
+    jobs: Arc<Jobs>,
     limits: LimitsConf,
     /// Where the connection guard waits for request headers (see `conn_guard`).
     pending_headers: Arc<PendingHeaders>,
@@ -60,6 +64,7 @@ impl Gateway {
         admission: Arc<Admission>,
         cache: Option<Arc<Cache>>,
         pools: Arc<PoolSet>,
+        jobs: Arc<Jobs>,
         limits: LimitsConf,
         pending_headers: Arc<PendingHeaders>,
     ) -> Self {
@@ -67,107 +72,15 @@ impl Gateway {
             admission,
             cache,
             pools,
+            jobs,
             limits,
             pending_headers,
         }
     }
 
-    /// `POST /generate`: admission (token, pool, rate limit) on the headers alone, then the body,
-    /// its validation, and the synthesis.
-    async fn generate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-        let caller = self.admission.identify(peer, &session.req_header().headers)?;
-        ctx.client = Some(caller.ip);
-        let pool_name = session
-            .req_header()
-            .headers
-            .get("X-Cosygate-Pool")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let pool = self.pools.pool(pool_name.as_deref())?.clone();
-        self.admission.authorize(&caller, &pool.name)?;
-        ctx.budget = self.admission.take_token(&caller).await?;
-        let content_type = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| v.as_bytes().to_vec());
-        let is_json = content_type.as_deref().is_some_and(|ct| {
-            let essence = ct.split(|b| *b == b';').next().unwrap_or_default();
-            essence.trim_ascii().eq_ignore_ascii_case(b"application/json")
-        });
-        if !is_json {
-            return Err(ApiError::new(
-                415,
-                "unsupported_media_type",
-                "send the request as JSON with Content-Type: application/json",
-            )
-            .closing());
-        }
-        let raw = body::read_body(
-            session,
-            self.limits.max_body.as_usize(),
-            self.limits.body_timeout.0,
-        )
-        .await?;
-        let limits = RequestLimits {
-            max_text_chars: self.limits.max_text_chars,
-            max_prompt_seconds: self.limits.max_prompt_seconds,
-        };
-        let req = GenerateRequest::parse(&raw, limits)?;
-        let upstream = self.pools.prepare(&pool, &req)?;
-        let no_store = session
-            .req_header()
-            .headers
-            .get_all(http::header::CACHE_CONTROL)
-            .iter()
-            .any(|v| {
-                v.as_bytes()
-                    .split(|b| *b == b',')
-                    .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-store"))
-            });
-        let mut headers = Vec::new();
-        let wav = match (&self.cache, no_store) {
-            (Some(cache), false) => {
-                let key = cache.key(caller.tenant(), &pool.name, &pool.conf.model_version, &req);
-                let params = cache::key::describe(&pool.name, &req);
-                let (pools, request_id) = (self.pools.clone(), ctx.request_id.clone());
-                let synthesize = async move {
-                    let s = pools.synthesize(&pool, &upstream, &request_id).await?;
-                    Ok((s.wav, true))
-                };
-                let (entry, outcome) = cache.get_or_synthesize(key, params, synthesize).await?;
-                ctx.cache = match outcome {
-                    Outcome::Hit(_) => "HIT",
-                    Outcome::Miss => "MISS",
-                };
-                if let Outcome::Hit(tier) = outcome {
-                    headers.push(("Age", entry.age_secs().to_string()));
-                    ctx.tier = tier;
-                }
-                headers.push(("X-Cache-Key", key.hex()));
-                entry.wav
-            }
-            _ => {
-                ctx.cache = "BYPASS";
-                self.pools
-                    .synthesize(&pool, &upstream, &ctx.request_id)
-                    .await?
-                    .wav
-            }
-        };
-        headers.push(("X-Cache", ctx.cache.to_string()));
-        headers.extend(ctx.budget.iter().cloned());
-        self.write(session, ctx, 200, "audio/wav", &headers, wav).await;
-        Ok(())
-    }
-
     async fn health(&self, session: &mut Session, ctx: &mut RequestCtx) {
         let (healthy, total) = self.pools.health_summary();
-        let (status, word) = if healthy > 0 {
+        let (status, word) = if healthy > 0 || self.pools.has_fallback() {
             (200, "ok")
         } else {
             (503, "unavailable")
@@ -272,13 +185,22 @@ impl ProxyHttp for Gateway {
                 }
             }
             ("/health", Method::GET | Method::HEAD) => self.health(session, ctx).await,
+            (p, Method::GET) if p.starts_with("/v1/jobs/") => {
+                let id = p.trim_start_matches("/v1/jobs/").to_string();
+                if let Err(err) = self.job(session, ctx, &id).await {
+                    self.fail(session, ctx, err).await;
+                }
+            }
+            (p, _) if p.starts_with("/v1/jobs/") => self.fail(session, ctx, method_not_allowed("GET")).await,
             ("/generate", _) => self.fail(session, ctx, method_not_allowed("POST")).await,
             ("/health", _) => self.fail(session, ctx, method_not_allowed("GET")).await,
             _ => {
                 let err = ApiError::new(
                     404,
                     "not_found",
-                    format!("no route {path}; the API is POST /generate and GET /health"),
+                    format!(
+                        "no route {path}; the API is POST /generate, GET /v1/jobs/{{id}} and GET /health"
+                    ),
                 );
                 self.fail(session, ctx, err).await
             }

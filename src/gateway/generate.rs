@@ -1,0 +1,226 @@
+//! `POST /generate` and `GET /v1/jobs/{id}`: admission on the headers, then the body and its
+//! validation, then the answer, produced in its own task. A request that has not started (is
+//! still queued for a GPU slot) after the pool's `queue.async_after`, or that asked
+//! `Prefer: respond-async`, is answered `202 Accepted` and becomes a job that keeps its place.
+
+use super::body;
+use super::produce::{produce, Work};
+use super::{Gateway, RequestCtx};
+use crate::admission::Caller;
+use crate::api::{ApiError, GenerateRequest, RequestLimits};
+use crate::jobs::{status_of, Answer, JobStatus, Phase, Progress};
+use bytes::Bytes;
+use pingora::proxy::Session;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Aborts the production task when the client goes away, unless it became a job.
+struct AbortUnlessJob(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortUnlessJob {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+fn header_has(session: &Session, name: http::HeaderName, token: &[u8]) -> bool {
+    session.req_header().headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',' || *b == b';')
+            .any(|d| d.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+impl Gateway {
+    fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let caller = self.admission.identify(peer, &session.req_header().headers)?;
+        ctx.client = Some(caller.ip);
+        Ok(caller)
+    }
+
+    /// `POST /generate`.
+    pub(super) async fn generate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
+        let caller = self.caller(session, ctx)?;
+        let pool_name = session
+            .req_header()
+            .headers
+            .get("X-Cosygate-Pool")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let pool = self.pools.pool(pool_name.as_deref())?.clone();
+        self.admission.authorize(&caller, &pool.name)?;
+        ctx.budget = self.admission.take_token(&caller).await?;
+        if !header_is_json(session) {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                "send the request as JSON with Content-Type: application/json",
+            )
+            .closing());
+        }
+        let raw = body::read_body(
+            session,
+            self.limits.max_body.as_usize(),
+            self.limits.body_timeout.0,
+        )
+        .await?;
+        let limits = RequestLimits {
+            max_text_chars: self.limits.max_text_chars,
+            max_prompt_seconds: self.limits.max_prompt_seconds,
+        };
+        let req = GenerateRequest::parse(&raw, limits)?;
+        let upstream = self.pools.prepare(&pool, &req)?;
+        let progress: Progress = Arc::new(Mutex::new(Phase::Running));
+        let async_after = pool.conf.queue.async_after.0;
+        let work = Work {
+            cache: self.cache.clone(),
+            no_store: header_has(session, http::header::CACHE_CONTROL, b"no-store"),
+            pools: self.pools.clone(),
+            pool,
+            upstream,
+            req,
+            tenant: caller.tenant().map(str::to_string),
+            client: caller.owner(),
+            request_id: ctx.request_id.clone(),
+            progress: progress.clone(),
+        };
+        let mut task = tokio::spawn(produce(work));
+        let mut guard = AbortUnlessJob(Some(task.abort_handle()));
+        let respond_async = header_has(session, http::HeaderName::from_static("prefer"), b"respond-async");
+        if !respond_async {
+            // Wait for the answer; once async_after has passed, a request still queued becomes
+            // a job (checked again every 50 ms: a retry can queue again).
+            let deadline = Instant::now() + async_after;
+            loop {
+                let wake = deadline.max(Instant::now() + Duration::from_millis(50));
+                tokio::select! {
+                    result = &mut task => {
+                        let answer = result.map_err(|e| ApiError::new(500, "internal", format!("the synthesis task failed: {e}")))??;
+                        self.send_answer(session, ctx, answer).await;
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep_until(wake) => {
+                        if Instant::now() >= deadline && matches!(status_of(&progress), JobStatus::Queued { .. }) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let id = self.jobs.create(&caller.owner(), progress.clone())?;
+        guard.0 = None; // the job owns the task now
+        self.send_job_status(session, ctx, 202, &id, &progress).await;
+        Ok(())
+    }
+
+    /// `GET /v1/jobs/{id}`: 202 while queued or running, the answer when done, 404 otherwise.
+    pub(super) async fn job(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+    ) -> Result<(), ApiError> {
+        let caller = self.caller(session, ctx)?;
+        let not_found = || {
+            ApiError::new(
+                404,
+                "job_not_found",
+                "no such job (unknown, expired, or not yours); results are kept for a limited time",
+            )
+        };
+        let status = self.jobs.get(id, &caller.owner()).ok_or_else(not_found)?;
+        match status {
+            JobStatus::Done(Ok(answer)) => {
+                self.send_answer(session, ctx, answer).await;
+                Ok(())
+            }
+            JobStatus::Done(Err(e)) => Err(e),
+            JobStatus::Queued { .. } | JobStatus::Running => {
+                let progress = self.jobs.progress(id).ok_or_else(not_found)?;
+                self.send_job_status(session, ctx, 202, id, &progress).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_answer(&self, session: &mut Session, ctx: &mut RequestCtx, answer: Answer) {
+        let mut headers = answer.headers;
+        for (name, value) in &headers {
+            match *name {
+                "X-Cache" => {
+                    ctx.cache = if value == "HIT" {
+                        "HIT"
+                    } else if value == "MISS" {
+                        "MISS"
+                    } else {
+                        "BYPASS"
+                    }
+                }
+                "X-Cache-Tier" => ctx.tier = tier_name(value),
+                _ => {}
+            }
+        }
+        headers.extend(ctx.budget.iter().cloned());
+        self.write(session, ctx, 200, "audio/wav", &headers, answer.wav)
+            .await;
+    }
+
+    async fn send_job_status(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        id: &str,
+        progress: &Progress,
+    ) {
+        let (word, position, eta) = match status_of(progress) {
+            JobStatus::Queued { position, eta } => ("queued", position, eta.as_secs_f64().ceil() as u64),
+            _ => ("running", 0, 0),
+        };
+        let body =
+            serde_json::json!({"job_id": id, "status": word, "position": position, "eta_seconds": eta});
+        let mut headers = vec![
+            ("Location", format!("/v1/jobs/{id}")),
+            ("Retry-After", eta.clamp(1, 60).to_string()),
+            ("Cache-Control", "no-store".to_string()),
+        ];
+        headers.extend(ctx.budget.iter().cloned());
+        self.write(
+            session,
+            ctx,
+            status,
+            "application/json",
+            &headers,
+            Bytes::from(body.to_string()),
+        )
+        .await;
+    }
+}
+
+fn tier_name(value: &str) -> &'static str {
+    match value {
+        "memory" => "memory",
+        "disk" => "disk",
+        "redis" => "redis",
+        "inflight" => "inflight",
+        _ => "",
+    }
+}
+
+fn header_is_json(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| {
+            let essence = ct.as_bytes().split(|b| *b == b';').next().unwrap_or_default();
+            essence.trim_ascii().eq_ignore_ascii_case(b"application/json")
+        })
+}
