@@ -79,3 +79,24 @@ pub static BACKEND_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .unwrap_or_else(|e| panic!("metric definition: {e}"))
 });
+
+/// Backend restarts run by the supervisor, by backend and outcome (`ok`, `command_failed`,
+/// `timeout`, `unhealthy`).
+pub static BACKEND_RESTARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "cosygate_backend_restarts_total",
+        "Backend restarts run by the supervisor, by backend and outcome",
+        &["backend", "outcome"]
+    )
+    .unwrap_or_else(|e| panic!("metric definition: {e}"))
+});
+
+/// The supervisor's view of each backend: 0 ok, 1 restarting, 2 warming up, 3 failed (given up).
+pub static BACKEND_SUPERVISOR_STATE: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "cosygate_backend_supervisor_state",
+        "Supervisor state per backend: 0 ok, 1 restarting, 2 warming up, 3 failed (restarts given up)",
+        &["backend"]
+    )
+    .unwrap_or_else(|e| panic!("metric definition: {e}"))
+});

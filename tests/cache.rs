@@ -476,6 +476,23 @@ async fn share_global_gives_everyone_the_same_audio() {
     assert_eq!(requests(&sim).await, 1);
 }
 
+#[tokio::test]
+async fn a_tenant_named_anonymous_does_not_see_anonymous_callers_audio() {
+    let sim = Sim::start(FAST);
+    let auth = format!(
+        "  auth:\n    allow_anonymous: true\n    tokens:\n      - {{ name: n, sha256: \"{}\", tenant: anonymous }}\n",
+        sha256_hex(b"token-n")
+    );
+    let gw = Gateway::start(&format!("{auth}{}", cached(&sim, "{ share: tenant }")));
+    let body = sft("Only for the public.");
+    let anon = send(&gw, &body, &[]).await;
+    anon.expect("MISS");
+    let named = send(&gw, &body, &[("Authorization", "Bearer token-n")]).await;
+    named.expect("MISS");
+    assert_ne!(named.key, anon.key);
+    assert_eq!(requests(&sim).await, 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. TTL
 
@@ -895,7 +912,7 @@ async fn purge_removes_an_entry_from_every_tier() {
         },
     )
     .expect("a valid request");
-    let key = cache.key(None, "cosyvoice", "", &req);
+    let key = cache.key("anonymous:", "cosyvoice", "", &req);
     let other = CacheKey([0x5a; 32]);
     let (e1, e2) = (entry(3), entry(5));
     cache.store(&key, &e1, &json!({"text": "purge me"})).await;

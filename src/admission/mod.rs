@@ -27,6 +27,19 @@ impl Caller {
         self.identity.as_ref().and_then(|i| i.tenant.as_deref())
     }
 
+    /// The cache scope under `share: tenant`: `tenant:<t>`, `token:<name>` for a token without a
+    /// tenant, `anonymous:` for callers without a token. Tagged, so no configured name can
+    /// collide with another kind of scope.
+    pub fn cache_scope(&self) -> String {
+        match &self.identity {
+            Some(id) => match &id.tenant {
+                Some(t) => format!("tenant:{t}"),
+                None => format!("token:{}", id.name),
+            },
+            None => "anonymous:".to_string(),
+        }
+    }
+
     /// Who owns this caller's jobs and queue share: the token's name, or the IP when anonymous.
     pub fn owner(&self) -> String {
         match &self.identity {

@@ -45,7 +45,7 @@ const LOCK_POLL: Duration = Duration::from_millis(50);
 pub struct Cache {
     memory: MemoryTier,
     disk: Option<DiskTier>,
-    redis: Option<RedisTier>,
+    redis: Option<Arc<RedisTier>>,
     share: CacheShare,
     lock_hold: Duration,
     flights: SingleFlight<Result<(CachedWav, bool), ApiError>>,
@@ -64,11 +64,11 @@ impl Cache {
             None => None,
         };
         let redis = match &conf.redis {
-            Some(r) => Some(RedisTier::new(
+            Some(r) => Some(Arc::new(RedisTier::new(
                 RedisLink::new(&r.url, r.timeout.0, "cache")?,
                 ttl,
                 r.max_value.0,
-            )),
+            ))),
             None => None,
         };
         Ok(Self {
@@ -85,17 +85,12 @@ impl Cache {
         })
     }
 
-    /// The key of `req` for this pool, within the caller's tenant when `share: tenant`.
-    pub fn key(
-        &self,
-        tenant: Option<&str>,
-        pool: &str,
-        model_version: &str,
-        req: &GenerateRequest,
-    ) -> CacheKey {
+    /// The key of `req` for this pool, within the caller's `scope` (see `Caller::cache_scope`)
+    /// when `share: tenant`.
+    pub fn key(&self, scope: &str, pool: &str, model_version: &str, req: &GenerateRequest) -> CacheKey {
         let scope = match self.share {
             CacheShare::Global => None,
-            CacheShare::Tenant => Some(tenant.unwrap_or("anonymous")),
+            CacheShare::Tenant => Some(scope),
         };
         key::cache_key(scope, pool, model_version, req)
     }
@@ -174,9 +169,15 @@ impl Cache {
         if let Some((hit, _)) = self.lookup(&key).await {
             return Ok((hit, false));
         }
-        let token = match &self.redis {
+        // Held until the result is stored; released even when every caller goes away
+        // mid-synthesis, so other instances do not wait out the whole lock time.
+        let _lock = match &self.redis {
             Some(redis) => match self.lock_or_wait(redis, &key).await {
-                Ok(token) => Some(token),
+                Ok(token) => Some(RedisLock {
+                    redis: redis.clone(),
+                    key,
+                    token,
+                }),
                 Err(found) => return Ok((found, false)),
             },
             None => None,
@@ -195,9 +196,6 @@ impl Cache {
             }
             Err(e) => Err(e),
         };
-        if let (Some(redis), Some(token)) = (&self.redis, token) {
-            redis.unlock(&key, &token).await;
-        }
         stored
     }
 
@@ -258,6 +256,22 @@ impl Cache {
         }
         if let Some(redis) = &self.redis {
             redis.purge_all().await;
+        }
+    }
+}
+
+/// The cross-instance synthesis lock for one key, released on drop (in the background).
+struct RedisLock {
+    redis: Arc<RedisTier>,
+    key: CacheKey,
+    token: String,
+}
+
+impl Drop for RedisLock {
+    fn drop(&mut self) {
+        let (redis, key, token) = (self.redis.clone(), self.key, std::mem::take(&mut self.token));
+        if !token.is_empty() {
+            tokio::spawn(async move { redis.unlock(&key, &token).await });
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct GatewayConf {
     pub jobs: JobsConf,
     /// Backend pools by name, in file order.
     pub pools: Pools,
+    /// Restarting unhealthy backends (`backends[].restart`).
+    #[serde(default)]
+    pub supervisor: SupervisorConf,
     /// The pool a request goes to when it does not name one with `X-Cosygate-Pool`.
     /// Required when there is more than one pool.
     #[serde(default)]
@@ -488,6 +491,85 @@ impl PoolConf {
 #[serde(deny_unknown_fields)]
 pub struct BackendConf {
     pub addr: SocketAddr,
+    /// How the supervisor restarts this backend when it stays unhealthy; absent = never.
+    #[serde(default)]
+    pub restart: Option<RestartConf>,
+}
+
+/// `backends[].restart:` the command that restarts one backend, and the guards around it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConf {
+    /// argv (no shell). It must not wait for the server: start it in the background and exit.
+    pub command: NonEmpty<String>,
+    /// Consecutive failures (failed health checks, or failed requests) that trigger a restart.
+    #[serde(default = "default_after_failures")]
+    pub after_failures: u32,
+    /// Least time between two restarts of this backend (doubled after each restart that did
+    /// not help).
+    #[serde(default = "default_restart_cooldown")]
+    pub cooldown: ConfDuration,
+    /// Longest the command may run; it is killed after that.
+    #[serde(default = "default_restart_timeout")]
+    pub timeout: ConfDuration,
+    /// Longest wait, after the command exited, for the backend to pass `healthy_after` checks.
+    #[serde(default = "default_ready_within")]
+    pub ready_within: ConfDuration,
+    /// Working directory of the command (default: the gateway's).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Extra environment variables for the command.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Most restarts of this backend in any hour; then the supervisor gives up (`failed`).
+    #[serde(default = "default_max_per_hour")]
+    pub max_per_hour: u32,
+    /// Slow start: a restarted backend gets 1 slot, twice as many every `warmup`, up to
+    /// `max_concurrency`.
+    #[serde(default = "default_warmup")]
+    pub warmup: ConfDuration,
+}
+
+fn default_after_failures() -> u32 {
+    3
+}
+fn default_restart_cooldown() -> ConfDuration {
+    ConfDuration(Duration::from_secs(60))
+}
+fn default_restart_timeout() -> ConfDuration {
+    ConfDuration(Duration::from_secs(30))
+}
+fn default_ready_within() -> ConfDuration {
+    ConfDuration(Duration::from_secs(300))
+}
+fn default_max_per_hour() -> u32 {
+    6
+}
+fn default_warmup() -> ConfDuration {
+    ConfDuration(Duration::from_secs(10))
+}
+
+/// `supervisor:` this instance's part in restarting backends (`backends[].restart`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConf {
+    /// Whether this instance runs restart commands at all. With several instances and no
+    /// `redis`, turn it on in exactly one.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A lock per backend in Redis (`SET NX PX`), so that of several instances only one
+    /// restarts a given backend at a time.
+    #[serde(default)]
+    pub redis: Option<RedisConf>,
+}
+
+impl Default for SupervisorConf {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            redis: None,
+        }
+    }
 }
 
 /// A list that must have at least one entry.

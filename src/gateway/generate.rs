@@ -86,7 +86,7 @@ impl Gateway {
             pool,
             upstream,
             req,
-            tenant: caller.tenant().map(str::to_string),
+            cache_scope: caller.cache_scope(),
             client: caller.owner(),
             request_id: ctx.request_id.clone(),
             progress: progress.clone(),

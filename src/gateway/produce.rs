@@ -17,7 +17,8 @@ pub struct Work {
     pub pool: Arc<BackendPool>,
     pub upstream: UpstreamRequest,
     pub req: GenerateRequest,
-    pub tenant: Option<String>,
+    /// Whose entries this request may see when the cache is shared per tenant.
+    pub cache_scope: String,
     /// The fairness key in the queue: token name, or client IP.
     pub client: String,
     pub request_id: String,
@@ -41,7 +42,7 @@ async fn run(w: Work) -> Result<Answer, ApiError> {
         pool,
         upstream,
         req,
-        tenant,
+        cache_scope,
         client,
         request_id,
         progress,
@@ -57,7 +58,7 @@ async fn run(w: Work) -> Result<Answer, ApiError> {
         }
         return Ok(Answer { wav: s.wav, headers });
     };
-    let key = cache.key(tenant.as_deref(), &pool.name, &pool.conf.model_version, &req);
+    let key = cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req);
     let params = cache::key::describe(&pool.name, &req);
     let degraded = Arc::new(Mutex::new(false));
     let flag = degraded.clone();

@@ -119,6 +119,11 @@ impl CircuitBreaker {
         }
     }
 
+    /// Closes the breaker and forgets the failure streak (the backend was restarted).
+    pub fn reset(&mut self) {
+        self.state = State::Closed { failures: 0 };
+    }
+
     /// The probe ended with no verdict (the client went away): the next request may probe.
     pub fn on_probe_abandoned(&mut self) {
         if let State::HalfOpen { .. } = self.state {

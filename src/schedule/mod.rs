@@ -16,6 +16,7 @@
 //! `tokio::sync::oneshot`; when its receiver is gone, the slot goes to the next waiter.
 
 mod breaker;
+mod control;
 mod error;
 mod fair_queue;
 mod state;
@@ -76,11 +77,7 @@ impl Scheduler {
         let state = State::new(
             backends
                 .iter()
-                .map(|&addr| Backend {
-                    addr,
-                    inflight: 0,
-                    breaker: CircuitBreaker::new(breaker.failures, breaker.open_for.0),
-                })
+                .map(|&addr| Backend::new(addr, CircuitBreaker::new(breaker.failures, breaker.open_for.0)))
                 .collect(),
             max_concurrency,
         );

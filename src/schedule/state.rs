@@ -19,6 +19,25 @@ pub(super) struct Backend {
     pub addr: SocketAddr,
     pub inflight: usize,
     pub breaker: CircuitBreaker,
+    /// Set from outside (the supervisor's slow start): at most this many slots, below `max`.
+    pub limit: Option<usize>,
+    /// Set from outside (a restart in progress): no new requests at all.
+    pub draining: bool,
+    /// Failed requests in a row (the passive failure signal; a success resets it).
+    pub failures: u32,
+}
+
+impl Backend {
+    pub fn new(addr: SocketAddr, breaker: CircuitBreaker) -> Self {
+        Self {
+            addr,
+            inflight: 0,
+            breaker,
+            limit: None,
+            draining: false,
+            failures: 0,
+        }
+    }
 }
 
 /// A queued request: where its slot goes, and the backends it has already tried.
@@ -74,7 +93,13 @@ impl State {
 
     /// Healthy and its breaker not open: it serves now or will after the current requests.
     pub fn usable(&self, i: usize, healthy: &[bool], now: Instant) -> bool {
-        healthy.get(i).copied().unwrap_or(false) && self.backends[i].breaker.state(now) != Circuit::Open
+        let b = &self.backends[i];
+        healthy.get(i).copied().unwrap_or(false) && !b.draining && b.breaker.state(now) != Circuit::Open
+    }
+
+    /// Slots backend `i` may use: `max`, or less while a slot limit is set (at least 1).
+    pub fn cap(&self, i: usize) -> usize {
+        self.backends[i].limit.map_or(self.max, |l| l.clamp(1, self.max))
     }
 
     pub fn any_usable(&self, healthy: &[bool], now: Instant) -> bool {
@@ -84,7 +109,10 @@ impl State {
     /// May take one more request right now.
     fn eligible(&self, i: usize, healthy: &[bool], now: Instant) -> bool {
         let b = &self.backends[i];
-        healthy.get(i).copied().unwrap_or(false) && b.breaker.allows_new(now) && b.inflight < self.max
+        healthy.get(i).copied().unwrap_or(false)
+            && !b.draining
+            && b.breaker.allows_new(now)
+            && b.inflight < self.cap(i)
     }
 
     /// The backend a request that already tried `avoid` should get now, if any: among eligible
@@ -101,7 +129,7 @@ impl State {
             if !self.eligible(i, healthy, now) || (avoiding && avoid.contains(&b.addr)) {
                 continue;
             }
-            let free = self.max - b.inflight;
+            let free = self.cap(i).saturating_sub(b.inflight);
             if best.is_none_or(|(f, _)| free > f) {
                 best = Some((free, i));
             }
@@ -154,9 +182,13 @@ impl State {
         match outcome {
             Outcome::Success(held) => {
                 b.breaker.on_success();
+                b.failures = 0;
                 self.sample(held);
             }
-            Outcome::Failure => b.breaker.on_failure(now),
+            Outcome::Failure => {
+                b.breaker.on_failure(now);
+                b.failures = b.failures.saturating_add(1);
+            }
             Outcome::Abandoned if probe => b.breaker.on_probe_abandoned(),
             Outcome::Abandoned => {}
         }
@@ -181,7 +213,7 @@ impl State {
         (0..self.backends.len())
             .filter(|&i| self.usable(i, healthy, now))
             .map(|i| match self.backends[i].breaker.state(now) {
-                Circuit::Closed => self.max,
+                Circuit::Closed => self.cap(i),
                 Circuit::HalfOpen | Circuit::Open => 1,
             })
             .sum()
