@@ -13,3 +13,4 @@ pub mod periodic;
 pub mod redis_link;
 pub mod schedule;
 pub mod sim;
+pub mod supervisor;

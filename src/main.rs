@@ -10,6 +10,7 @@ use cosygate::config::{self, Config};
 use cosygate::gateway::{ConnectionGuard, Gateway, PendingHeaders};
 use cosygate::jobs::Jobs;
 use cosygate::periodic::Periodic;
+use cosygate::supervisor::Supervisor;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::Opt;
@@ -79,6 +80,10 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         let scheduler = pool.scheduler.clone();
         let dispatch = Periodic::new(Duration::from_millis(100), move || scheduler.dispatch());
         server.add_service(background_service(&format!("dispatch {}", pool.name), dispatch));
+    }
+    if let Some(supervisor) = Supervisor::new(&conf.supervisor, &pools)? {
+        // Restarts backends that stay unhealthy (`backends[].restart`); see the README.
+        server.add_service(background_service("backend supervisor", supervisor));
     }
     let pending_headers = Arc::new(PendingHeaders::default());
     let cache = match &conf.cache {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// How long to wait after a failed connection attempt before trying again.
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
+/// After a failed call, calls go on without Redis for this long.
+const SKIP_AFTER_FAILURE: Duration = Duration::from_millis(500);
 /// At most one warning per this interval, so an outage does not flood the log.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -19,6 +21,7 @@ pub struct RedisLink {
     what: &'static str,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     next_attempt: Mutex<Option<Instant>>,
+    skip_until: Mutex<Option<Instant>>,
     last_warning: Mutex<Option<Instant>>,
 }
 
@@ -32,6 +35,7 @@ impl RedisLink {
             what,
             conn: tokio::sync::Mutex::new(None),
             next_attempt: Mutex::new(None),
+            skip_until: Mutex::new(None),
             last_warning: Mutex::new(None),
         })
     }
@@ -101,6 +105,11 @@ impl RedisLink {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        // Right after a failure, skip Redis for a moment instead of paying the timeout on
+        // every call of every request while it is down.
+        if self.skip_until.lock().ok().and_then(|t| *t).is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
         let conn = self.connection().await?;
         match tokio::time::timeout(self.timeout, f(conn)).await {
             Ok(Ok(v)) => Some(v),
@@ -116,6 +125,9 @@ impl RedisLink {
     }
 
     fn failed(&self, why: &str) {
+        if let Ok(mut skip) = self.skip_until.lock() {
+            *skip = Some(Instant::now() + SKIP_AFTER_FAILURE);
+        }
         crate::metrics::REDIS_ERRORS.with_label_values(&[self.what]).inc();
         let now = Instant::now();
         if let Ok(mut last) = self.last_warning.lock() {

@@ -244,7 +244,11 @@ async fn every_backend_fault_ends_as_a_json_error_never_as_bad_audio() {
         serde_json::to_vec(&json!({"text": "Fault line.", "mode": "sft", "spk_id": "中文女"})).expect("json");
     for protocol in ["cosyvoice_fastapi", "generate_json"] {
         let sim = Sim::start(FAST);
-        let gw = Gateway::start(&pool_yaml(protocol, &[sim.addr()], "      timeout: 1s\n      retry: { attempts: 0 }\n      circuit_breaker: { failures: 100 }\n"));
+        let gw = Gateway::start(&pool_yaml(
+            protocol,
+            &[sim.addr()],
+            "      timeout: 1s\n      retry: { attempts: 0 }\n      circuit_breaker: { failures: 100 }\n",
+        ));
         for (fault, status, code) in [
             ("error500", 502, "backend_failed"),
             ("truncate", 502, "backend_failed"),
