@@ -107,7 +107,13 @@ impl RedisLink {
     {
         // Right after a failure, skip Redis for a moment instead of paying the timeout on
         // every call of every request while it is down.
-        if self.skip_until.lock().ok().and_then(|t| *t).is_some_and(|t| Instant::now() < t) {
+        if self
+            .skip_until
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| Instant::now() < t)
+        {
             return None;
         }
         let conn = self.connection().await?;

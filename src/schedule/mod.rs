@@ -23,6 +23,8 @@ mod state;
 mod ticket;
 
 #[cfg(test)]
+mod control_tests;
+#[cfg(test)]
 mod tests;
 
 pub use breaker::{Circuit, CircuitBreaker};

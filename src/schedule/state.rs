@@ -129,7 +129,9 @@ impl State {
             if !self.eligible(i, healthy, now) || (avoiding && avoid.contains(&b.addr)) {
                 continue;
             }
-            let free = self.cap(i).saturating_sub(b.inflight);
+            // Ranked by free slots out of the full `max` even while a slot limit holds (slow
+            // start caps a backend's concurrency; it does not keep it idle under light load).
+            let free = self.max.saturating_sub(b.inflight);
             if best.is_none_or(|(f, _)| free > f) {
                 best = Some((free, i));
             }

@@ -60,8 +60,14 @@ pub async fn run(conf: &RestartConf, name: &str) -> Result<(), CommandError> {
         .spawn()
         .map_err(|e| CommandError::Failed(format!("cannot start {:?}: {e}", argv[0])))?;
     let readers = [
-        child.stdout.take().map(|s| log_lines(s, name.to_string(), "stdout")),
-        child.stderr.take().map(|s| log_lines(s, name.to_string(), "stderr")),
+        child
+            .stdout
+            .take()
+            .map(|s| log_lines(s, name.to_string(), "stdout")),
+        child
+            .stderr
+            .take()
+            .map(|s| log_lines(s, name.to_string(), "stderr")),
     ];
     let result = match tokio::time::timeout(conf.timeout.0, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
@@ -115,7 +121,10 @@ mod tests {
     fn conf(argv: &[&str], timeout_ms: u64) -> RestartConf {
         let yaml = format!(
             "command: [{}]\ntimeout: {timeout_ms}ms",
-            argv.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+            argv.iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let mut c: RestartConf = serde_yaml::from_str(&yaml).expect("restart conf");
         c.command = NonEmpty(argv.iter().map(|s| s.to_string()).collect());
@@ -128,7 +137,9 @@ mod tests {
         assert_eq!(run(&conf(&["true"], 5000), "t").await, Ok(()));
         let e = run(&conf(&["false"], 5000), "t").await.unwrap_err();
         assert_eq!(e.outcome(), "command_failed");
-        let e = run(&conf(&["/nonexistent/restart"], 5000), "t").await.unwrap_err();
+        let e = run(&conf(&["/nonexistent/restart"], 5000), "t")
+            .await
+            .unwrap_err();
         assert_eq!(e.outcome(), "command_failed");
         let e = run(&conf(&["sleep", "5"], 200), "t").await.unwrap_err();
         assert_eq!(e.outcome(), "timeout");
@@ -145,7 +156,11 @@ mod tests {
         c.env.insert("GREETING".into(), "hello".into());
         let started = std::time::Instant::now();
         assert_eq!(run(&c, "t").await, Ok(()));
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         let out = std::fs::read_to_string(dir.path().join("out.txt")).expect("written in dir");
         assert_eq!(out.trim(), "hello");
     }

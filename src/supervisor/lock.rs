@@ -1,6 +1,8 @@
 //! The restart lock shared by gateway instances through Redis: `SET key id NX PX ttl` before a
-//! restart, a compare-and-delete after it. Whoever holds it restarts; the others leave the
-//! backend alone. When Redis does not answer, nobody restarts (fail closed: two instances
+//! restart; after it, the holder keeps the key for one more `cooldown` (compare-and-`PEXPIRE`),
+//! so the cooldown holds across instances too and an instance whose health checks have not yet
+//! seen the restarted backend does not restart it again. Whoever holds it restarts; the others
+//! leave the backend alone. When Redis does not answer, nobody restarts (fail closed: two instances
 //! killing each other's fresh server is worse than waiting).
 
 use crate::config::RedisConf;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
-        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end",
     )
 });
 
@@ -55,11 +57,12 @@ impl RestartLock {
         }
     }
 
-    /// Gives the lock on `addr` back if this instance still holds it.
-    pub async fn release(&self, addr: SocketAddr) {
+    /// Lets the lock on `addr` expire `keep` from now, if this instance still holds it.
+    pub async fn release(&self, addr: SocketAddr, keep: Duration) {
+        let ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1);
         let _: Option<i64> = self
             .link
-            .run_script(&RELEASE, &[&Self::key(addr)], std::slice::from_ref(&self.id))
+            .run_script(&RELEASE, &[&Self::key(addr)], &[self.id.clone(), ms.to_string()])
             .await;
     }
 }

@@ -18,6 +18,8 @@
 mod command;
 mod lock;
 mod probe;
+#[cfg(test)]
+mod tests;
 
 pub use command::CommandError;
 pub use lock::{Lock, RestartLock};
@@ -106,7 +108,9 @@ impl Supervisor {
             return Ok(None);
         }
         let lock = match &conf.redis {
-            Some(r) => Some(Arc::new(RestartLock::new(r).map_err(|e| format!("supervisor.redis: {e}"))?)),
+            Some(r) => Some(Arc::new(
+                RestartLock::new(r).map_err(|e| format!("supervisor.redis: {e}"))?,
+            )),
             None => None,
         };
         if !conf.enabled {
@@ -171,6 +175,21 @@ struct Tracker {
     told_disabled: bool,
 }
 
+impl Tracker {
+    fn new() -> Self {
+        Self {
+            unhealthy: 0,
+            history: VecDeque::new(),
+            unhelpful: 0,
+            next_allowed: None,
+            fine_since: Some(Instant::now()),
+            warm: None,
+            failed: false,
+            told_disabled: false,
+        }
+    }
+}
+
 impl Watch {
     fn new(pool: &Arc<BackendPool>, addr: SocketAddr, conf: RestartConf) -> Self {
         Self {
@@ -197,10 +216,7 @@ impl Watch {
 
     /// The pool's health checker's verdict.
     fn healthy(&self) -> bool {
-        self.pool
-            .backends()
-            .iter()
-            .any(|&(a, ok)| a == self.addr && ok)
+        self.pool.backends().iter().any(|&(a, ok)| a == self.addr && ok)
     }
 
     fn snapshot(&self) -> BackendState {
@@ -215,16 +231,7 @@ impl Watch {
     }
 
     async fn run(self: Arc<Self>, enabled: bool, lock: Option<Arc<RestartLock>>) {
-        let mut t = Tracker {
-            unhealthy: 0,
-            history: VecDeque::new(),
-            unhelpful: 0,
-            next_allowed: None,
-            fine_since: Some(Instant::now()),
-            warm: None,
-            failed: false,
-            told_disabled: false,
-        };
+        let mut t = Tracker::new();
         let mut tick = tokio::time::interval(self.interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -286,15 +293,19 @@ impl Watch {
         if t.next_allowed.is_some_and(|at| now < at) {
             return false;
         }
-        while t.history.front().is_some_and(|&at| now.duration_since(at) >= HOUR) {
+        while t
+            .history
+            .front()
+            .is_some_and(|&at| now.duration_since(at) >= HOUR)
+        {
             t.history.pop_front();
         }
         if t.history.len() >= self.conf.max_per_hour as usize {
             self.give_up(t, &reason);
             return false;
         }
-        match lock {
-            Some(l) => match l.acquire(self.addr, self.lock_ttl()).await {
+        if let Some(l) = lock {
+            match l.acquire(self.addr, self.lock_ttl()).await {
                 Lock::Acquired => {}
                 Lock::Held => {
                     info!(
@@ -311,15 +322,14 @@ impl Watch {
                     );
                     return false;
                 }
-            },
-            None => {}
+            }
         }
         t.history.push_back(now);
         t.warm = None;
         let attempt = t.history.len();
         let result = self.restart(&reason, attempt).await;
         if let Some(l) = lock {
-            l.release(self.addr).await;
+            l.release(self.addr, self.conf.cooldown.0).await;
         }
         let backoff = self.conf.cooldown.0 * 2u32.pow(t.unhelpful.min(MAX_BACKOFF_DOUBLINGS));
         t.unhelpful = t.unhelpful.saturating_add(1);
@@ -415,7 +425,9 @@ impl Watch {
         let backend = self.addr.to_string();
         match outcome {
             Ok(()) => {
-                metrics::BACKEND_RESTARTS.with_label_values(&[&backend, "ok"]).inc();
+                metrics::BACKEND_RESTARTS
+                    .with_label_values(&[&backend, "ok"])
+                    .inc();
                 self.sched().forget_failures(self.addr);
                 info!(
                     "supervisor: restart of backend {} ok: healthy again {ms} ms after the restart began ({reason})",
@@ -424,7 +436,9 @@ impl Watch {
                 Ok(())
             }
             Err((label, why)) => {
-                metrics::BACKEND_RESTARTS.with_label_values(&[&backend, label]).inc();
+                metrics::BACKEND_RESTARTS
+                    .with_label_values(&[&backend, label])
+                    .inc();
                 self.sched().set_draining(self.addr, false);
                 error!(
                     "supervisor: restart of backend {} failed ({label}) after {ms} ms: {why} (restarted because: {reason})",

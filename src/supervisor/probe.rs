@@ -20,7 +20,7 @@ async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(addr).await.ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let mut n = 0;
     while n < 12 {
         let got = s.read(&mut buf[n..]).await.ok()?;
