@@ -24,6 +24,11 @@ pub enum Phase {
     Queued {
         position: Arc<dyn Fn() -> Option<(usize, Duration)> + Send + Sync>,
     },
+    /// Accepted, not yet in the pool's queue (or waiting on an identical request's synthesis);
+    /// `eta` was estimated when the request arrived.
+    Pending {
+        eta: Duration,
+    },
     Running,
     Done(Result<Answer, ApiError>),
 }
@@ -61,6 +66,10 @@ pub fn status_of(progress: &Progress) -> JobStatus {
         Phase::Queued { position } => match position() {
             Some((position, eta)) => JobStatus::Queued { position, eta },
             None => JobStatus::Running,
+        },
+        Phase::Pending { eta } => JobStatus::Queued {
+            position: 0,
+            eta: *eta,
         },
         Phase::Running => JobStatus::Running,
         Phase::Done(r) => JobStatus::Done(r.clone()),

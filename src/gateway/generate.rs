@@ -10,6 +10,7 @@ use crate::admission::Caller;
 use crate::api::{ApiError, GenerateRequest, RequestLimits};
 use crate::jobs::{status_of, Answer, JobStatus, Phase, Progress};
 use bytes::Bytes;
+use log::info;
 use pingora::proxy::Session;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,7 +78,8 @@ impl Gateway {
         };
         let req = GenerateRequest::parse(&raw, limits)?;
         let upstream = self.pools.prepare(&pool, &req)?;
-        let progress: Progress = Arc::new(Mutex::new(Phase::Running));
+        let eta = pool.scheduler.eta(pool.scheduler.queue_len());
+        let progress: Progress = Arc::new(Mutex::new(Phase::Pending { eta }));
         let async_after = pool.conf.queue.async_after.0;
         let work = Work {
             cache: self.cache.clone(),
@@ -105,6 +107,15 @@ impl Gateway {
                         let answer = result.map_err(|e| ApiError::new(500, "internal", format!("the synthesis task failed: {e}")))??;
                         self.send_answer(session, ctx, answer).await;
                         return Ok(());
+                    }
+                    gone = session.as_downstream_mut().read_body_or_idle(true) => {
+                        if let Err(e) = gone {
+                            // The client hung up: dropping the guard aborts the task, which
+                            // leaves the queue (or releases its slot) at once.
+                            ctx.status = 499;
+                            info!("request {}: the client went away while waiting: {e}", ctx.request_id);
+                            return Ok(());
+                        }
                     }
                     _ = tokio::time::sleep_until(wake) => {
                         if Instant::now() >= deadline && matches!(status_of(&progress), JobStatus::Queued { .. }) {
