@@ -10,9 +10,10 @@
 # hits come from disk), warms each with one request (MISS) and checks the next is a HIT with the
 # same bytes, writes those bytes to a file that nginx serves, then runs wrk with the same
 # threads, connections and duration against each target, in interleaved rounds (nginx, memory,
-# disk, nginx, ...), and prints one table of medians. Every server listens on loopback only and
-# has one worker (pinned to the last core when taskset is there; wrk gets core 0); everything
-# started here is stopped on exit. About 80 s after the build.
+# disk, nginx, ...), then one connection per target for the latency of a hit without queueing,
+# and prints one table of medians. Every server listens on loopback only and has one worker
+# (pinned to the last core when taskset is there; wrk gets core 0); everything started here is
+# stopped on exit. About 90 s after the build.
 #
 # Besides requests/s and latency it reports the server's CPU time per request (user + system,
 # from /proc): on a shared machine other processes steal whole milliseconds from a server and
@@ -23,7 +24,8 @@
 # BENCH_TEXT_CHARS (70: the simulator makes 0.06 s of 24 kHz int16 audio per character, so 70
 # characters is ~200 KB), BENCH_DISK_KEYS (256: distinct entries the disk run cycles through,
 # see below), BENCH_PIN (1: pin servers and wrk to separate cores), BENCH_NO_BUILD (1: use the
-# binaries in target/release as they are), BENCH_KEEP_TMP (1: keep the temp dir with configs,
+# binaries in target/release as they are), BENCH_SINGLE (seconds of the one-connection latency
+# run per target, 3; 0 skips it), BENCH_KEEP_TMP (1: keep the temp dir with configs,
 # logs and wrk outputs), RUST_LOG (the gateways' log level, default info: the access log is
 # written as in production, to a file, and tells which tier each hit came from).
 set -euo pipefail
@@ -355,6 +357,22 @@ for round in $(seq "$ROUNDS"); do
 done
 read -r mem_mem mem_disk < <(tier_counts "$TMP/gw-memory.log")
 
+# One connection, one request at a time: the latency of a hit without queueing behind others
+# (under 16 connections the p50 is mostly time spent waiting for the other 15).
+SINGLE=${BENCH_SINGLE:-3}
+single() { # single NAME URL [wrk args...]: "p50_ms p99_ms rps" with one connection
+    local name=$1 url=$2 f=$TMP/wrk.$1.single.txt
+    shift 2
+    on_load_cpu wrk -t1 -c1 -d"${SINGLE}s" --latency "$@" "$url" >"$f"
+    grep -q 'Non-2xx\|Socket errors' "$f" && { cat "$f" >&2; die "$name: errors during the one-connection run"; }
+    echo "$(to_ms "$(awk '$1 == "50%" {print $2}' "$f")") $(to_ms "$(awk '$1 == "99%" {print $2}' "$f")") $(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$f")"
+}
+if ((SINGLE > 0)); then
+    S_NGINX=$(single nginx "http://127.0.0.1:$NGINX_PORT/hit.wav")
+    S_MEMORY=$(single memory "http://127.0.0.1:$MEM_PORT/generate" -s "$TMP/hot.lua")
+    S_DISK=$(single disk "http://127.0.0.1:$DISK_PORT/generate" -s "$TMP/disk.lua")
+fi
+
 # --- report ----------------------------------------------------------------------------------
 row() { echo "$1|$(median "$2" 1)|$(median "$2" 2)|$(median "$2" 3)|$(median "$2" 4)"; }
 echo
@@ -380,6 +398,9 @@ for name in nginx memory disk; do
     awk '{printf "  [%s %s %s %s %s%%]", $1, $2, $3, $4, $5}' "$TMP/results.$name"
     echo
 done
+if ((SINGLE > 0)); then
+    echo "one connection (wrk -c1 -d${SINGLE}s), p50 / p99 ms (requests/s): nginx $(awk '{printf "%s / %s (%s)", $1, $2, $3}' <<<"$S_NGINX"), memory hit $(awk '{printf "%s / %s (%s)", $1, $2, $3}' <<<"$S_MEMORY"), disk hit $(awk '{printf "%s / %s (%s)", $1, $2, $3}' <<<"$S_DISK")."
+fi
 echo "gw-disk hits during its runs: $DISK_FROM_DISK from disk, $DISK_FROM_MEM from memory (access log)."
 echo "gw-memory hits, whole run: $mem_mem from memory, $mem_disk from disk (access log)."
 if ((DISK_FROM_MEM > DISK_FROM_DISK / 100)); then
