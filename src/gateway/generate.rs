@@ -9,7 +9,6 @@ use super::{Gateway, RequestCtx};
 use crate::admission::Caller;
 use crate::api::{ApiError, GenerateRequest, RequestLimits};
 use crate::jobs::{status_of, Answer, JobStatus, Phase, Progress};
-use bytes::Bytes;
 use log::info;
 use pingora::proxy::Session;
 use std::sync::{Arc, Mutex};
@@ -203,15 +202,7 @@ impl Gateway {
             ("Cache-Control", "no-store".to_string()),
         ];
         headers.extend(ctx.budget.iter().cloned());
-        self.write(
-            session,
-            ctx,
-            status,
-            "application/json",
-            &headers,
-            Bytes::from(body.to_string()),
-        )
-        .await;
+        self.write_json(session, ctx, status, &headers, body).await;
     }
 }
 

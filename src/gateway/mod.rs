@@ -87,15 +87,21 @@ impl Gateway {
         };
         let body = serde_json::json!({"status": word, "backends_healthy": healthy, "backends_total": total});
         let headers = [("Cache-Control", "no-store".to_string())];
-        self.write(
-            session,
-            ctx,
-            status,
-            "application/json",
-            &headers,
-            Bytes::from(body.to_string()),
-        )
-        .await;
+        self.write_json(session, ctx, status, &headers, body).await;
+    }
+
+    /// Writes a JSON answer (health, job status).
+    async fn write_json(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        headers: &[(&'static str, String)],
+        body: serde_json::Value,
+    ) {
+        let body = Bytes::from(body.to_string());
+        self.write(session, ctx, status, "application/json", headers, body)
+            .await;
     }
 
     async fn write(
