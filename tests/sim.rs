@@ -6,7 +6,6 @@ mod common;
 
 use base64::Engine;
 use common::sim::{test_wav, Sim};
-use cosygate::api::wav::parse_wav;
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -243,15 +242,7 @@ async fn generate_answers_a_complete_wav_matching_the_fastapi_audio() {
     };
     let resp = post(json!({"text": text, "prompt_audio": b64, "speed": 1.5, "seed": 3})).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "audio/wav");
-    let declared: usize = resp.headers()["content-length"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("number");
-    let wav = resp.bytes().await.expect("body");
-    assert_eq!(wav.len(), declared);
-    let info = parse_wav(&wav).expect("a valid WAV");
+    let (wav, info) = common::http::complete_wav(resp).await;
     assert_eq!(
         (info.sample_rate, info.channels, info.bits_per_sample),
         (24000, 1, 16)

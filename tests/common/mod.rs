@@ -1,4 +1,5 @@
 #![allow(dead_code)]
 pub mod gateway;
+pub mod http;
 pub mod redis;
 pub mod sim;
