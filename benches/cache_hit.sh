@@ -43,18 +43,8 @@ say() { printf '== %s\n' "$*" >&2; }
 die() { printf 'cache_hit.sh: %s\n' "$*" >&2; exit 1; }
 
 # --- tools -----------------------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v pgrep >/dev/null 2>&1 || need+=(procps)
-if ((${#need[@]})); then
-    say "installing ${need[*]}"
-    SUDO=""
-    [[ $(id -u) -eq 0 ]] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$ROOT/scripts/ensure-packages.sh"
+ensure_packages nginx=nginx wrk=wrk curl=curl pgrep=procps
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 # --- build -----------------------------------------------------------------------------------

@@ -48,17 +48,8 @@ say() { printf '== %s\n' "$*" >&2; }
 die() { printf 'goodput.sh: %s\n' "$*" >&2; exit 1; }
 
 # --- tools -----------------------------------------------------------------------------------
-need=()
-command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if ((${#need[@]})); then
-    say "installing ${need[*]}"
-    SUDO=""
-    [[ $(id -u) -eq 0 ]] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$ROOT/scripts/ensure-packages.sh"
+ensure_packages haproxy=haproxy curl=curl python3=python3
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 PY=python3
 

@@ -5,18 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
-command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
-command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
-command -v base64 >/dev/null 2>&1 || need_apt+=(coreutils)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "== installing ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+. scripts/ensure-packages.sh
+ensure_packages cmake=cmake cc=build-essential curl=curl espeak-ng=espeak-ng base64=coreutils
 
 echo "== building (release)"
 cargo build --release --bins
