@@ -48,6 +48,7 @@ fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRe
     let mut form = Form::new();
     let path = match req.mode {
         Mode::ZeroShot => {
+            // `precheck` refuses zero_shot without a transcript before this runs.
             let prompt_text = req.prompt_text.as_deref().unwrap_or("");
             form.text("tts_text", &req.text)
                 .text("prompt_text", &with_marker(v3, prompt_text, false));
@@ -64,7 +65,9 @@ fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRe
             "/inference_instruct2"
         }
         Mode::Sft => {
-            form.text("tts_text", &req.text)
+            // No prompt text here, so the marker goes in front of the text, as for
+            // cross_lingual: the model's `<|endofprompt|>` check spans prompt and text.
+            form.text("tts_text", &with_marker(v3, &req.text, false))
                 .text("spk_id", req.spk_id.as_deref().unwrap_or(""));
             "/inference_sft"
         }
@@ -112,9 +115,7 @@ pub fn decode(pool: &PoolConf, status: u16, body: Bytes) -> Result<Bytes, Attemp
         }
     }
     if body.is_empty() {
-        return Err(AttemptError::BadAudio(
-            "200 with an empty body (synthesis failed inside the stream)".into(),
-        ));
+        return Err(AttemptError::Empty);
     }
     match pool.protocol {
         Protocol::CosyvoiceFastapi => wav::pcm16_to_wav(&body, pool.sample_rate)
