@@ -2,13 +2,17 @@
 //! attempt on another backend, all under one deadline (`pools.NAME.deadline`) and the pool's
 //! retry budget; then the fallback voice when no backend could serve.
 //!
-//! Whose fault a failure is: a backend that fails where another succeeds is blamed (breaker,
-//! failure streak, `cosygate_backend_error_count`). A failure that may be the request's own (a
-//! 200 whose stream is cut, empty or not audio: how CosyVoice reports an unknown speaker, an
-//! unspeakable text or a prompt it cannot use) is held without a verdict until the request has
-//! been tried elsewhere: when it fails the same way on a second, different backend, it is the
-//! request's fault: no backend is blamed and it is not retried again. A held failure that is
-//! never matched is blamed when the request ends (also when its client goes away).
+//! Whose fault a failure is: a failure that cannot be the request's (connection refused, 5xx,
+//! timeout, an endless answer) is blamed on its backend at once (breaker, failure streak,
+//! `cosygate_backend_error_count`). A failure that may be the request's own (a 200 whose stream
+//! is cut, empty or not audio: how CosyVoice reports an unknown speaker, an unspeakable text or
+//! a prompt it cannot use) is held without a verdict while the request is tried elsewhere:
+//! - it fails the same way on a second, different backend: the request's fault; nobody is
+//!   blamed and it is not retried again;
+//! - another backend serves it: the held failures are blamed;
+//! - no verdict (no retry allowed, no other backend usable, client gone): blamed only in a pool
+//!   of one backend (nothing to compare with, so failures count as they always did); otherwise
+//!   nobody is blamed, so a client cannot open breakers by exhausting the retry budget.
 
 use super::attempt::{self, AttemptError};
 use super::{protocol, set_phase, BackendPool, PoolSet, Synthesis, UpstreamRequest};
@@ -39,10 +43,12 @@ fn signature(e: &AttemptError) -> Option<Signature> {
     }
 }
 
-/// Failures held without a verdict; blamed on their backends when dropped, unless forgiven.
+/// Failures held without a verdict (see the module's doc).
 struct Held<'a> {
     pool: &'a BackendPool,
     failures: Vec<(SocketAddr, Signature, &'static str)>,
+    /// Whether failures still held when the request ends are blamed (a pool of one backend).
+    blame_unresolved: bool,
 }
 
 impl Held<'_> {
@@ -58,15 +64,22 @@ impl Held<'_> {
     fn forgive(&mut self) {
         self.failures.clear();
     }
-}
 
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
+    /// Another backend served the request: every held failure was its backend's fault.
+    fn blame(&mut self) {
         for (addr, _, kind) in self.failures.drain(..) {
             self.pool.scheduler.record_failure(addr);
             metrics::BACKEND_ERRORS
                 .with_label_values(&[&addr.to_string(), kind])
                 .inc();
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.blame_unresolved {
+            self.blame();
         }
     }
 }
@@ -94,6 +107,7 @@ impl PoolSet {
         let mut held = Held {
             pool,
             failures: Vec::new(),
+            blame_unresolved: conf.backends.0.len() < 2,
         };
         let mut last: Option<ApiError> = None;
         for attempt in 0..=conf.retry.attempts {
@@ -146,6 +160,7 @@ impl PoolSet {
             let e = match outcome {
                 Ok(wav) => {
                     slot.succeeded();
+                    held.blame();
                     return Ok(Synthesis {
                         wav,
                         backend: Some(addr),

@@ -21,13 +21,13 @@ pub fn free_port() -> u16 {
 pub const TEST_SPEAKERS: &[&str] = &["中文女", "中文男", "英文女", "英文男"];
 
 /// A `pools:` section with one pool named `cosyvoice`. Lists [`TEST_SPEAKERS`] as the pool's
-/// `speakers` unless `extra` sets `speakers:` itself.
+/// `speakers` unless `extra` sets `speakers:` or `model:` itself.
 pub fn pool_yaml(protocol: &str, backends: &[SocketAddr], extra: &str) -> String {
     let list: String = backends
         .iter()
         .map(|b| format!("\n        - addr: {b}"))
         .collect();
-    let speakers = if extra.contains("speakers:") {
+    let speakers = if extra.contains("speakers:") || extra.contains("model:") {
         String::new()
     } else {
         format!("      speakers: [{}]\n", TEST_SPEAKERS.join(", "))
