@@ -20,7 +20,7 @@ use crate::api::ApiError;
 use crate::jobs::{Phase, Progress};
 use crate::metrics;
 use crate::schedule::QueueError;
-use log::warn;
+use log::{info, warn};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -80,6 +80,13 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         if self.blame_unresolved {
             self.blame();
+        } else if !self.failures.is_empty() {
+            let addrs: Vec<String> = self.failures.iter().map(|(a, _, _)| a.to_string()).collect();
+            info!(
+                "pool {}: no second opinion on the failure at {}; no backend blamed",
+                self.pool.name,
+                addrs.join(", ")
+            );
         }
     }
 }
