@@ -9,22 +9,24 @@
 # What it does: builds the release binaries, starts one cosyvoice-sim and one gateway
 # (`max_audio_seconds` = BENCH_MAX_AUDIO, no cache, no retries, breaker off so every attack
 # request reaches the runaway backend), then
-#   1. normal: BENCH_REQUESTS sft requests of ~3 s of audio, BENCH_CONCURRENCY at a time;
-#      reads VmHWM and VmRSS;
+#   1. normal: BENCH_REQUESTS sft requests of BENCH_TEXT_CHARS characters (the sim makes 0.06 s
+#      of audio per character), BENCH_CONCURRENCY at a time; reads VmHWM and VmRSS;
 #   2. attack: arms the sim's `endless` fault for BENCH_REQUESTS requests and sends as many,
 #      BENCH_CONCURRENCY at a time; every answer must be 502 backend_failed; reads VmHWM and
 #      VmRSS again, and how many bytes the sim pushed.
 # Prints one table. Everything listens on loopback; everything started here is stopped on exit.
 #
 # Knobs (environment): BENCH_REQUESTS (40), BENCH_CONCURRENCY (4), BENCH_MAX_AUDIO (seconds,
-# default 120: the pool default), BENCH_NO_BUILD (1: use target/release as it is),
-# BENCH_KEEP_TMP (1: keep configs and logs).
+# default 120: the pool default), BENCH_TEXT_CHARS (50, about 3 s of audio; 190 with
+# BENCH_MAX_AUDIO=12 makes normal answers as long as the cap allows), BENCH_NO_BUILD (1: use
+# target/release as it is), BENCH_KEEP_TMP (1: keep configs and logs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REQUESTS=${BENCH_REQUESTS:-40}
 CONC=${BENCH_CONCURRENCY:-4}
 MAX_AUDIO=${BENCH_MAX_AUDIO:-120}
+CHARS=${BENCH_TEXT_CHARS:-50}
 
 say() { printf '== %s\n' "$*" >&2; }
 die() { printf 'runaway_backend.sh: %s\n' "$*" >&2; exit 1; }
@@ -101,11 +103,13 @@ wait_port "$GW_PORT"
 
 # --- load ------------------------------------------------------------------------------------
 # Sends $REQUESTS requests, $CONC at a time; writes "status seconds" lines to $1.
+TEXT="Request {} $(printf 'reads a sentence aloud. %.0s' $(seq 10))"
+TEXT=${TEXT:0:$CHARS}
 run() {
     local out=$1
     seq "$REQUESTS" | xargs -P "$CONC" -I{} curl -s -o /dev/null -w '%{http_code} %{time_total}\n' \
         -H 'Content-Type: application/json' \
-        --data "{\"text\":\"Request number {} reads a sentence of about three seconds.\",\"mode\":\"sft\",\"spk_id\":\"中文女\"}" \
+        --data "{\"text\":\"$TEXT\",\"mode\":\"sft\",\"spk_id\":\"中文女\"}" \
         "http://127.0.0.1:$GW_PORT/generate" >"$out"
 }
 summary() { # file -> "n_ok n_total median_seconds max_seconds"
@@ -129,8 +133,8 @@ ATTACK_RSS=$(kib "$GW_PID" VmRSS)
 read -r ATTACK_OK ATTACK_MED ATTACK_MAX <<<"$(summary "$TMP/attack.txt" 502)"
 CAP_BYTES=$(awk -v s="$MAX_AUDIO" 'BEGIN {printf "%d", s * 24000 * 2 + 4096}')
 
-printf '\nrunaway backend: max_audio_seconds %s (cap %.1f MB per answer), %s requests, %s at a time\n' \
-    "$MAX_AUDIO" "$(awk -v b="$CAP_BYTES" 'BEGIN {print b/1e6}')" "$REQUESTS" "$CONC"
+printf '\nrunaway backend: max_audio_seconds %s (cap %.2f MB per answer), %s requests, %s at a time, normal text %s chars\n' \
+    "$MAX_AUDIO" "$(awk -v b="$CAP_BYTES" 'BEGIN {print b/1e6}')" "$REQUESTS" "$CONC" "$CHARS"
 printf '| phase | answers as expected | median s | max s | gateway VmHWM MB | VmRSS after MB |\n'
 printf '|---|---|---|---|---|---|\n'
 printf '| idle (after start) | - | - | - | %.1f | - |\n' "$(awk -v k="$BASE_HWM" 'BEGIN {print k/1024}')"
