@@ -151,4 +151,29 @@ mod tests {
         assert_eq!(with_marker(true, "x<|endofprompt|>y", false), "x<|endofprompt|>y");
         assert_eq!(with_marker(false, "hello", false), "hello");
     }
+
+    #[test]
+    fn no_cosyvoice3_request_reaches_a_backend_without_the_marker() {
+        use base64::Engine;
+        let pool: PoolConf =
+            serde_yaml::from_str("protocol: cosyvoice_fastapi\nbackends: [ { addr: 127.0.0.1:1 } ]\n")
+                .expect("pool");
+        let wav = wav::pcm16_to_wav(&[0u8; 3200], 16000).expect("wav");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(wav);
+        let limits = crate::api::RequestLimits {
+            max_text_chars: 200,
+            max_prompt_seconds: 30.0,
+        };
+        for body in [
+            format!(r#"{{"text":"Hi.","prompt_audio":"{b64}","prompt_text":"A prompt."}}"#),
+            format!(r#"{{"text":"Hi.","mode":"cross_lingual","prompt_audio":"{b64}"}}"#),
+            format!(r#"{{"text":"Hi.","mode":"instruct","prompt_audio":"{b64}","instruct_text":"Slowly."}}"#),
+            r#"{"text":"Hi.","mode":"sft","spk_id":"A"}"#.to_string(),
+        ] {
+            let req = GenerateRequest::parse(body.as_bytes(), limits).expect("valid");
+            let up = build(&pool, &req).expect("builds");
+            let text = String::from_utf8_lossy(&up.body);
+            assert_eq!(text.matches(END_OF_PROMPT).count(), 1, "{}: {text:.300}", up.path);
+        }
+    }
 }
