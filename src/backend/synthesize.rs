@@ -10,9 +10,10 @@
 //! - it fails the same way on a second, different backend: the request's fault; nobody is
 //!   blamed and it is not retried again;
 //! - another backend serves it: the held failures are blamed;
-//! - no verdict (no retry allowed, no other backend usable, client gone): blamed only in a pool
-//!   of one backend (nothing to compare with, so failures count as they always did); otherwise
-//!   nobody is blamed, so a client cannot open breakers by exhausting the retry budget.
+//! - no verdict (retry budget spent, no other backend usable, client gone): blamed only where a
+//!   second opinion is never possible (a pool of one backend, or `retry.attempts: 0`), so
+//!   failures count there as they always did; otherwise nobody is blamed, so a client cannot
+//!   open breakers by exhausting the retry budget.
 
 use super::attempt::{self, AttemptError};
 use super::{protocol, set_phase, BackendPool, PoolSet, Synthesis, UpstreamRequest};
@@ -47,7 +48,8 @@ fn signature(e: &AttemptError) -> Option<Signature> {
 struct Held<'a> {
     pool: &'a BackendPool,
     failures: Vec<(SocketAddr, Signature, &'static str)>,
-    /// Whether failures still held when the request ends are blamed (a pool of one backend).
+    /// Whether failures still held when the request ends are blamed (no second opinion is
+    /// possible in this pool).
     blame_unresolved: bool,
 }
 
@@ -114,7 +116,8 @@ impl PoolSet {
         let mut held = Held {
             pool,
             failures: Vec::new(),
-            blame_unresolved: conf.backends.0.len() < 2,
+            // No second opinion is ever possible: failures count as they always did.
+            blame_unresolved: conf.backends.0.len() < 2 || conf.retry.attempts == 0,
         };
         let mut last: Option<ApiError> = None;
         for attempt in 0..=conf.retry.attempts {
