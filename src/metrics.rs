@@ -100,3 +100,34 @@ pub static BACKEND_SUPERVISOR_STATE: LazyLock<prometheus::IntGaugeVec> = LazyLoc
     )
     .unwrap_or_else(|e| panic!("metric definition: {e}"))
 });
+
+/// Retries sent to another backend, by pool.
+pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "cosygate_retries_total",
+        "Backend attempts that were retries of a failed attempt, by pool",
+        &["pool"]
+    )
+    .unwrap_or_else(|e| panic!("metric definition: {e}"))
+});
+
+/// Retries not sent because the pool's retry budget was spent, by pool.
+pub static RETRY_BUDGET_EXHAUSTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "cosygate_retry_budget_exhausted_total",
+        "Retries refused because the pool's retry budget (retry.budget_ratio, budget_min) was spent",
+        &["pool"]
+    )
+    .unwrap_or_else(|e| panic!("metric definition: {e}"))
+});
+
+/// Requests that failed the same way on two backends (the request's fault; no backend was
+/// blamed), by pool.
+pub static REQUEST_FAULTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "cosygate_request_caused_failures_total",
+        "Requests that failed the same way on two different backends: counted against no backend",
+        &["pool"]
+    )
+    .unwrap_or_else(|e| panic!("metric definition: {e}"))
+});

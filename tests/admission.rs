@@ -46,7 +46,7 @@ fn header(resp: &reqwest::Response, name: &str) -> String {
 async fn tokens_are_required_checked_and_bound_to_pools() {
     let sim = Sim::start(FAST);
     let yaml = format!(
-        "  auth:\n    allow_anonymous: false\n    tokens:\n      - {{ name: school-a, sha256: \"{}\", tenant: school-a }}\n      - {{ name: other-only, sha256: \"{}\", pools: [other] }}\n  default_pool: cosyvoice\n{}    other:\n      protocol: cosyvoice_fastapi\n      backends:\n        - addr: {}\n",
+        "  auth:\n    allow_anonymous: false\n    tokens:\n      - {{ name: school-a, sha256: \"{}\", tenant: school-a }}\n      - {{ name: other-only, sha256: \"{}\", pools: [other] }}\n  default_pool: cosyvoice\n{}    other:\n      protocol: cosyvoice_fastapi\n      speakers: [中文女]\n      backends:\n        - addr: {}\n",
         digest("token-a"),
         digest("token-o"),
         pool_yaml("cosyvoice_fastapi", &[sim.addr()], ""),

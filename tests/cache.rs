@@ -243,7 +243,7 @@ async fn equivalent_requests_share_a_key_and_every_field_that_matters_changes_it
     let sim = Sim::start(FAST);
     // Two pools on the same sim: `json` (generate_json) takes `speed`.
     let pools = format!(
-        "  default_pool: cosyvoice\n{}    json:\n      protocol: generate_json\n      health: {{ interval: 200ms, timeout: 500ms }}\n      backends:\n        - addr: {}\n",
+        "  default_pool: cosyvoice\n{}    json:\n      protocol: generate_json\n      health: {{ interval: 200ms, timeout: 500ms }}\n      speakers: [中文女, 中文男]\n      backends:\n        - addr: {}\n",
         pool_yaml("cosyvoice_fastapi", &[sim.addr()], ""),
         sim.addr()
     );
@@ -323,7 +323,6 @@ async fn equivalent_requests_share_a_key_and_every_field_that_matters_changes_it
         ("mode", json!({"text": NFC_TEXT, "mode": "cross_lingual", "prompt_audio": prompt_b64, "prompt_text": "A short prompt."}).to_string(), None),
         ("prompt_audio bytes", json!({"text": NFC_TEXT, "mode": "zero_shot", "prompt_audio": other_prompt, "prompt_text": "A short prompt."}).to_string(), None),
         ("prompt_text", json!({"text": NFC_TEXT, "mode": "zero_shot", "prompt_audio": prompt_b64, "prompt_text": "Another prompt."}).to_string(), None),
-        ("no prompt_text", json!({"text": NFC_TEXT, "mode": "zero_shot", "prompt_audio": prompt_b64}).to_string(), None),
         ("instruct", instruct("Speak slowly."), None),
         ("instruct_text", instruct("Speak quickly."), None),
         ("sft", sft_with(json!({})), None),

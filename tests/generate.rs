@@ -117,7 +117,8 @@ async fn fastapi_round_trip_for_every_mode_gives_the_backends_exact_audio() {
             json!({"text": "Preset voice.", "mode": "sft", "spk_id": "中文女"}),
             "/inference_sft",
             vec![
-                ("tts_text", "Preset voice.".to_string()),
+                // No prompt text in sft: the marker goes in front of the text.
+                ("tts_text", format!("{marker}Preset voice.")),
                 ("spk_id", "中文女".to_string()),
             ],
         ),
@@ -156,7 +157,7 @@ async fn fastapi_round_trip_for_every_mode_gives_the_backends_exact_audio() {
 async fn generate_json_gets_the_validated_request_and_its_wav_is_checked() {
     let sim = Sim::start(FAST);
     let gw = Gateway::start(&pool_yaml("generate_json", &[sim.addr()], ""));
-    let body = serde_json::to_vec(&json!({"text": "Same bytes, please.", "prompt_audio": b64(&test_wav(0.5, 16000)), "seed": 7, "speed": 1.25})).expect("json");
+    let body = serde_json::to_vec(&json!({"text": "Same bytes, please.", "prompt_audio": b64(&test_wav(0.5, 16000)), "prompt_text": "Hi.", "seed": 7, "speed": 1.25})).expect("json");
     let resp = post(&client(), &gw, body.clone()).await;
     assert_eq!(resp.status(), 200);
     let via_gateway = resp.bytes().await.expect("body");
@@ -172,17 +173,19 @@ async fn generate_json_gets_the_validated_request_and_its_wav_is_checked() {
     parse_wav(&via_gateway).expect("valid wav");
 }
 
-/// A JSON body of exactly `size` bytes whose prompt audio is as large as fits.
+/// A JSON body of exactly `size` bytes whose prompt audio is as large as fits. The prompt is
+/// sampled at 192 kHz so that even 10 MB stay under the model's 30 s.
 fn body_of_size(size: usize) -> (Vec<u8>, Vec<u8>) {
+    const RATE: u32 = 192_000;
     let frame = |wav: &[u8]| {
-        json!({"text": "Size check.", "prompt_audio": b64(wav)})
+        json!({"text": "Size check.", "prompt_audio": b64(wav), "prompt_text": "Size."})
             .to_string()
             .into_bytes()
     };
-    let overhead = frame(&test_wav(0.0, 16000)).len();
+    let overhead = frame(&test_wav(0.0, RATE)).len();
     let room = size.saturating_sub(overhead) / 4 * 3; // base64 expands 3 bytes to 4
     let samples = room.saturating_sub(44) / 2;
-    let wav = test_wav(samples as f64 / 16000.0, 16000);
+    let wav = test_wav(samples as f64 / f64::from(RATE), RATE);
     let mut body = frame(&wav);
     assert!(body.len() <= size, "{} > {size}", body.len());
     body.resize(size, b' '); // JSON allows trailing whitespace

@@ -493,7 +493,12 @@ async fn each_failed_attempt_is_retried_on_the_other_backend() {
         let gw = Gateway::start(&pool_yaml(
             protocol,
             &[a.addr(), b.addr()],
-            &extra(&["timeout: 1s", "circuit_breaker: { failures: 100 }"]),
+            // Timeouts are not retried by default; this test wants every kind retried.
+            &extra(&[
+                "timeout: 1s",
+                "circuit_breaker: { failures: 100 }",
+                "retry: { on_timeout: true }",
+            ]),
         ));
         for (n, fault) in ["error500", "truncate", "hang"].into_iter().enumerate() {
             let (a0, b0) = (requests(&a).await, requests(&b).await);
@@ -513,20 +518,43 @@ async fn each_failed_attempt_is_retried_on_the_other_backend() {
                 "{protocol} {fault}: B served every request, one of them as the retry"
             );
         }
-        if protocol == "generate_json" {
-            // A 4xx means the request is wrong: passed on, never retried.
-            let before = requests(&a).await + requests(&b).await;
-            let body = json!({"text": "Who is this?", "mode": "sft", "spk_id": "nobody-here"}).to_string();
-            let r = post(&gw, &body, &[]).await;
-            assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
-            assert_eq!(r.code(), "backend_rejected");
-            assert_eq!(
-                requests(&a).await + requests(&b).await,
-                before + 1,
-                "exactly one backend request for a rejected one"
-            );
-        }
     }
+}
+
+#[tokio::test]
+async fn a_backends_4xx_is_not_retried_and_its_body_stays_in_the_log() {
+    let (a, b) = (Sim::start(FAST), Sim::start(FAST));
+    // CosyVoice2 with no speaker list: the gateway passes any spk_id on, and the sim's
+    // `/generate` answers 400 with its own words for an unknown one.
+    let gw = Gateway::start(&pool_yaml(
+        "generate_json",
+        &[a.addr(), b.addr()],
+        &extra(&["model: cosyvoice2"]),
+    ));
+    let body = json!({"text": "Who is this?", "mode": "sft", "spk_id": "nobody-here"}).to_string();
+    let r = post(&gw, &body, &[]).await;
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.code(), "backend_rejected");
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        !text.contains("unknown spk_id") && !text.contains("unknown_speaker"),
+        "the backend's own words never reach the client: {text}"
+    );
+    assert_eq!(
+        requests(&a).await + requests(&b).await,
+        1,
+        "exactly one backend request"
+    );
+    let id = r.json()["error"]["request_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let log = gw.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&id) && l.contains("unknown spk_id")),
+        "the backend's answer is logged with the request id {id}:\n{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

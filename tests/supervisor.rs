@@ -50,7 +50,7 @@ if [ -f "$PIDFILE" ]; then
 fi
 # A real model takes a while to load; START_DELAY (seconds) imitates it.
 if [ -n "${{START_DELAY:-}}" ]; then sleep "$START_DELAY"; fi
-nohup "{sim}" --listen {addr} {fast} >>"$DIR/sim.log" 2>&1 </dev/null &
+nohup "{sim}" --listen {addr} --speakers 中文女 {fast} >>"$DIR/sim.log" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 echo "started cosyvoice-sim on {addr} with pid $!"
 "#,
@@ -140,7 +140,7 @@ impl Drop for ScriptedSim {
 
 fn gateway_with(backends: &str, extra: &str) -> Gateway {
     Gateway::start(&format!(
-        "  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      health: {HEALTH}\n      max_concurrency: 4\n      retry: {{ attempts: 2 }}\n{extra}      backends:\n{backends}"
+        "  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      health: {HEALTH}\n      speakers: [中文女]\n      max_concurrency: 4\n      retry: {{ attempts: 2, on_timeout: true }}\n{extra}      backends:\n{backends}"
     ))
 }
 
@@ -256,6 +256,7 @@ async fn a_hung_backend_is_restarted_on_failed_requests() {
         restart_yaml(&sim.command_yaml(), ""),
         other.addr()
     );
+    // `gateway_with` retries a timed-out attempt (not the default), so every request is served.
     let gw = gateway_with(&backends, "      timeout: 1s\n");
     let old_pid = sim.pid().expect("pid file");
     sim.fault("hang", 1000).await;
@@ -346,10 +347,10 @@ async fn two_instances_sharing_redis_restart_a_backend_once() {
         redis.url()
     );
     let gw_a = Gateway::start(&format!(
-        "{supervisor}  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      health: {HEALTH}\n      max_concurrency: 4\n      backends:\n{backends}"
+        "{supervisor}  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      health: {HEALTH}\n      speakers: [中文女]\n      max_concurrency: 4\n      backends:\n{backends}"
     ));
     let gw_b = Gateway::start(&format!(
-        "{supervisor}  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      health: {HEALTH}\n      max_concurrency: 4\n      backends:\n{backends}"
+        "{supervisor}  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      health: {HEALTH}\n      speakers: [中文女]\n      max_concurrency: 4\n      backends:\n{backends}"
     ));
     let old_pid = sim.pid().expect("pid file");
     sim.fault("crash", 1).await;

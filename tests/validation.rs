@@ -652,6 +652,34 @@ fn rows(p: &Prompts) -> Vec<Row> {
         call("POST", "/GENERATE"),
         refuse(404, "not_found"),
     );
+    // --- what the pool's model cannot synthesize (refused up front, issue 9) -------------------
+    for (name, text) in [
+        ("text of punctuation only", "?!... ,;"),
+        ("text of emoji only", "🙂🎉"),
+        ("text of CJK punctuation only", "。，、！"),
+    ] {
+        add(name, post_json(p.zero_shot(text)), unproc("nothing_to_speak"));
+    }
+    add(
+        "a digit is something to say",
+        post_json(p.zero_shot("7")),
+        Want::Pass,
+    );
+    add(
+        "sft with a speaker the pool does not list",
+        post_json(json!({"text": "Hi.", "mode": "sft", "spk_id": "nobody"})),
+        unproc("unknown_speaker"),
+    );
+    add(
+        "zero_shot without prompt_text",
+        post_json(json!({"text": "Hi.", "prompt_audio": p.short_b64})),
+        unproc("missing_prompt_text"),
+    );
+    add(
+        "cross_lingual needs no prompt_text",
+        post_json(json!({"text": "Hi.", "mode": "cross_lingual", "prompt_audio": p.short_b64})),
+        Want::Pass,
+    );
     add(
         "unknown pool",
         Req::Http {

@@ -1,6 +1,7 @@
 //! One attempt against one backend: connect (reusing a pooled connection when there is one),
-//! send the request with `Content-Length`, read the whole answer under a deadline, and classify
-//! what went wrong. A body that ends early is a failure, never a short success.
+//! send the request with `Content-Length`, read the whole answer under a deadline and a size
+//! cap, and classify what went wrong. A body that ends early is a failure, never a short
+//! success; a body past the cap is abandoned unread and its connection closed, never pooled.
 
 use super::protocol::UpstreamRequest;
 use bytes::{Bytes, BytesMut};
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time allowed to open a TCP connection to a backend.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes of a non-200 answer kept (for the log); the rest is not read.
+pub const ERROR_BODY_MAX: usize = 8 * 1024;
 
 /// Why an attempt did not produce audio. Everything but `Rejected` may succeed elsewhere.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,10 +30,16 @@ pub enum AttemptError {
     Status { status: u16, detail: String },
     /// The backend answered 4xx: the request itself is wrong; retrying cannot help.
     Rejected { status: u16, detail: String },
-    /// The answer was cut short (connection closed or reset mid-body).
-    Truncated(String),
+    /// The answer was cut short (connection closed or reset mid-body) after `after` bytes.
+    Truncated { after: usize, detail: String },
+    /// A complete 200 with no audio at all (CosyVoice's answer to a text it finds nothing to
+    /// say in, or a failure inside the stream before the first chunk).
+    Empty,
     /// A complete 200 whose body is not acceptable audio.
     BadAudio(String),
+    /// The answer grew past what the request can produce (`max_audio_seconds`); the rest was
+    /// not read and the connection was closed.
+    TooLarge { limit: usize },
 }
 
 impl AttemptError {
@@ -41,8 +50,27 @@ impl AttemptError {
             AttemptError::Timeout(_) => "timeout",
             AttemptError::Status { .. } => "status_5xx",
             AttemptError::Rejected { .. } => "status_4xx",
-            AttemptError::Truncated(_) => "truncated",
+            AttemptError::Truncated { .. } => "truncated",
+            AttemptError::Empty => "empty",
             AttemptError::BadAudio(_) => "bad_audio",
+            AttemptError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+impl AttemptError {
+    /// What a client may be told: the kind of failure, never the backend's own words or
+    /// addresses (those go to the log with the request id).
+    pub fn summary(&self) -> String {
+        match self {
+            AttemptError::Connect(_) => "the backend could not be reached".into(),
+            AttemptError::Status { status, .. } => format!("the backend answered {status}"),
+            AttemptError::Rejected { status, .. } => format!("the backend refused the request ({status})"),
+            AttemptError::Truncated { after, .. } => format!("the answer was cut short after {after} bytes"),
+            AttemptError::BadAudio(_) => "the answer is not valid audio".into(),
+            AttemptError::Timeout(_) | AttemptError::Empty | AttemptError::TooLarge { .. } => {
+                self.to_string()
+            }
         }
     }
 }
@@ -56,22 +84,33 @@ impl std::fmt::Display for AttemptError {
             AttemptError::Rejected { status, detail } => {
                 write!(f, "backend refused the request ({status}): {detail}")
             }
-            AttemptError::Truncated(e) => write!(f, "the answer was cut short: {e}"),
+            AttemptError::Truncated { after, detail } => {
+                write!(f, "the answer was cut short after {after} bytes: {detail}")
+            }
+            AttemptError::Empty => write!(f, "200 with an empty body (synthesis failed inside the stream)"),
             AttemptError::BadAudio(e) => write!(f, "the answer is not valid audio: {e}"),
+            AttemptError::TooLarge { limit } => write!(
+                f,
+                "the answer passed {limit} bytes, more audio than the request can produce (max_audio_seconds)"
+            ),
         }
     }
 }
 
 /// Sends `req` to `addr` and returns the status and the complete body, all within `deadline`.
+/// A 200 body may have at most `max_bytes` (past it: [`AttemptError::TooLarge`], read no
+/// further); of any other answer at most [`ERROR_BODY_MAX`] bytes are read and kept.
 pub async fn send(
     connector: &Connector,
     addr: SocketAddr,
     req: &UpstreamRequest,
     request_id: &str,
     deadline: Duration,
+    max_bytes: usize,
 ) -> Result<(u16, Bytes), AttemptError> {
     let started = Instant::now();
-    match tokio::time::timeout(deadline, exchange(connector, addr, req, request_id)).await {
+    let exchange = exchange(connector, addr, req, request_id, max_bytes);
+    match tokio::time::timeout(deadline, exchange).await {
         Ok(result) => result,
         Err(_) => Err(AttemptError::Timeout(started.elapsed())),
     }
@@ -82,6 +121,7 @@ async fn exchange(
     addr: SocketAddr,
     req: &UpstreamRequest,
     request_id: &str,
+    max_bytes: usize,
 ) -> Result<(u16, Bytes), AttemptError> {
     let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
@@ -109,12 +149,39 @@ async fn exchange(
             return Err(AttemptError::Connect(e.to_string()));
         }
         let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(0);
+        let declared = session
+            .response_header()
+            .and_then(|h| h.headers.get(http::header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if status == 200 && declared.is_some_and(|n| n > max_bytes as u64) {
+            // Dropping the session closes the connection: nothing more is read.
+            return Err(AttemptError::TooLarge { limit: max_bytes });
+        }
         let mut body = BytesMut::new();
         loop {
             match session.read_response_body().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(Some(chunk)) if status != 200 => {
+                    let room = ERROR_BODY_MAX.saturating_sub(body.len());
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if chunk.len() > room {
+                        // An error answer too long to care about: keep its start, close.
+                        return Ok((status, body.freeze()));
+                    }
+                }
+                Ok(Some(chunk)) => {
+                    if body.len().saturating_add(chunk.len()) > max_bytes {
+                        return Err(AttemptError::TooLarge { limit: max_bytes });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
                 Ok(None) => break,
-                Err(e) => return Err(AttemptError::Truncated(format!("{e} after {} bytes", body.len()))),
+                Err(e) => {
+                    return Err(AttemptError::Truncated {
+                        after: body.len(),
+                        detail: e.to_string(),
+                    })
+                }
             }
         }
         connector

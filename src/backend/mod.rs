@@ -5,18 +5,16 @@ pub mod attempt;
 pub mod fallback;
 pub mod multipart;
 pub mod pool;
+pub mod precheck;
 pub mod protocol;
+mod synthesize;
 
 use crate::api::{ApiError, GenerateRequest};
 use crate::config::GatewayConf;
 use crate::jobs::{Phase, Progress};
-use crate::metrics;
-use crate::schedule::QueueError;
-use attempt::AttemptError;
 use bytes::Bytes;
 use fallback::Fallback;
 use indexmap::IndexMap;
-use log::warn;
 use pingora::connectors::http::Connector;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::services::background::GenBackgroundService;
@@ -72,16 +70,34 @@ impl PoolSet {
         ))
     }
 
-    /// The pool named by the client, or the default pool.
-    pub fn pool(&self, name: Option<&str>) -> Result<&Arc<BackendPool>, ApiError> {
+    /// The pool named by the client, or the default pool. An unknown name gets 404
+    /// `unknown_pool`; its message lists the pools only for a caller with a token, and only those
+    /// `may_use` allows (`None`: an anonymous caller, who is told no names).
+    pub fn pool(
+        &self,
+        name: Option<&str>,
+        may_use: Option<&dyn Fn(&str) -> bool>,
+    ) -> Result<&Arc<BackendPool>, ApiError> {
         let name = name.unwrap_or(&self.default_pool);
         self.pools.get(name).ok_or_else(|| {
+            let known = match may_use {
+                Some(may_use) => {
+                    let names: Vec<&str> = self
+                        .pools
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|p| may_use(p))
+                        .collect();
+                    format!("; pools you may use: {}", names.join(", "))
+                }
+                None => String::new(),
+            };
+            let shown: String = name.chars().take(64).filter(|c| !c.is_control()).collect();
             ApiError::new(
                 404,
                 "unknown_pool",
                 format!(
-                    "there is no pool named {name:?}; known pools: {}",
-                    self.pools.keys().cloned().collect::<Vec<_>>().join(", ")
+                    "there is no pool named {shown:?}{known}; leave X-Cosygate-Pool out for the default pool"
                 ),
             )
         })
@@ -104,111 +120,13 @@ impl PoolSet {
     }
 
     /// Translates a validated request into `pool`'s protocol, or refuses what the pool's
-    /// backends cannot do (before any cache or backend work).
+    /// backends cannot do (before any cache or backend work; see [`precheck`]).
     pub fn prepare(&self, pool: &BackendPool, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
+        precheck::check(&pool.name, &pool.conf, req)?;
         protocol::build(&pool.conf, req)
-    }
-
-    /// Synthesizes a prepared request: waits for a GPU slot on a healthy, breaker-closed backend
-    /// (fairly across `client`s), sends it under the pool's deadline, and retries a retryable
-    /// failure on another backend up to `retry.attempts` times. When no backend can serve, or
-    /// every attempt failed, the fallback voice answers if one is configured.
-    pub async fn synthesize(
-        &self,
-        pool: &BackendPool,
-        upstream: &UpstreamRequest,
-        text: &str,
-        client: &str,
-        request_id: &str,
-        progress: &Progress,
-    ) -> Result<Synthesis, ApiError> {
-        let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut last: Option<ApiError> = None;
-        for _ in 0..=pool.conf.retry.attempts {
-            let ticket = match pool.scheduler.ticket(client, tried.clone()) {
-                Ok(t) => t,
-                Err(QueueError::NoBackend) => break,
-                Err(e) => return Err(e.to_api(&pool.name)),
-            };
-            set_phase(
-                progress,
-                Phase::Queued {
-                    position: Arc::new(ticket.position_probe()),
-                },
-            );
-            let slot = match ticket.slot().await {
-                Ok(slot) => slot,
-                Err(e) => return Err(e.to_api(&pool.name)),
-            };
-            set_phase(progress, Phase::Running);
-            let addr = slot.addr();
-            let outcome = attempt::send(&self.connector, addr, upstream, request_id, pool.conf.timeout.0)
-                .await
-                .and_then(|(status, body)| protocol::decode(&pool.conf, status, body));
-            match outcome {
-                Ok(wav) => {
-                    slot.succeeded();
-                    return Ok(Synthesis {
-                        wav,
-                        backend: Some(addr),
-                        degraded: false,
-                        cacheable: true,
-                    });
-                }
-                Err(e @ AttemptError::Rejected { .. }) => {
-                    // The backend is fine; the request is not. Never retried.
-                    slot.succeeded();
-                    return Err(attempt_error_to_api(&e));
-                }
-                Err(e) => {
-                    slot.failed();
-                    metrics::BACKEND_ERRORS
-                        .with_label_values(&[&addr.to_string(), e.kind()])
-                        .inc();
-                    warn!("request {request_id}: pool {} backend {addr}: {e}", pool.name);
-                    tried.push(addr);
-                    last = Some(attempt_error_to_api(&e));
-                }
-            }
-        }
-        if let Some(fallback) = &self.fallback {
-            let wav = fallback.speak(text).await?;
-            warn!(
-                "request {request_id}: pool {} could not serve; answered with the fallback voice",
-                pool.name
-            );
-            return Ok(Synthesis {
-                wav,
-                backend: None,
-                degraded: true,
-                cacheable: fallback.cacheable,
-            });
-        }
-        Err(last.unwrap_or_else(|| QueueError::NoBackend.to_api(&pool.name)))
     }
 }
 
 fn set_phase(progress: &Progress, phase: Phase) {
     *progress.lock().unwrap_or_else(|p| p.into_inner()) = phase;
-}
-
-/// What the client is told when the last attempt failed.
-fn attempt_error_to_api(e: &AttemptError) -> ApiError {
-    match e {
-        AttemptError::Timeout(_) => ApiError::new(
-            504,
-            "backend_timeout",
-            format!("the synthesis did not finish in time ({e}); try again, or with a shorter text"),
-        ),
-        AttemptError::Rejected { status, detail } => ApiError::new(
-            *status,
-            "backend_rejected",
-            format!("the backend refused the request: {detail}"),
-        ),
-        _ => ApiError::new(
-            502,
-            "backend_failed",
-            format!("the synthesis failed ({e}); try again"),
-        ),
-    }
 }

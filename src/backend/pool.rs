@@ -3,7 +3,7 @@
 //! which hands out GPU slots only on backends that pass their health check.
 
 use crate::config::PoolConf;
-use crate::schedule::{HealthFn, Scheduler};
+use crate::schedule::{HealthFn, RetryBudget, Scheduler};
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::http::RequestHeader;
@@ -22,6 +22,8 @@ pub struct BackendPool {
     lb: Arc<LoadBalancer<RoundRobin>>,
     /// GPU slots, the fair queue and the circuit breakers of this pool's backends.
     pub scheduler: Arc<Scheduler>,
+    /// How many retries the pool may still send (`retry.budget_*`).
+    pub retry_budget: RetryBudget,
 }
 
 impl BackendPool {
@@ -58,11 +60,17 @@ impl BackendPool {
             &conf.circuit_breaker,
             healthy,
         );
+        let retry_budget = RetryBudget::new(
+            conf.retry.budget_ratio,
+            conf.retry.budget_min,
+            conf.retry.budget_window.0,
+        );
         let pool = Arc::new(Self {
             name: name.to_string(),
             conf,
             lb,
             scheduler,
+            retry_budget,
         });
         Ok((pool, service))
     }

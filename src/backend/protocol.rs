@@ -48,6 +48,7 @@ fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRe
     let mut form = Form::new();
     let path = match req.mode {
         Mode::ZeroShot => {
+            // `precheck` refuses zero_shot without a transcript before this runs.
             let prompt_text = req.prompt_text.as_deref().unwrap_or("");
             form.text("tts_text", &req.text)
                 .text("prompt_text", &with_marker(v3, prompt_text, false));
@@ -64,7 +65,9 @@ fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRe
             "/inference_instruct2"
         }
         Mode::Sft => {
-            form.text("tts_text", &req.text)
+            // No prompt text here, so the marker goes in front of the text, as for
+            // cross_lingual: the model's `<|endofprompt|>` check spans prompt and text.
+            form.text("tts_text", &with_marker(v3, &req.text, false))
                 .text("spk_id", req.spk_id.as_deref().unwrap_or(""));
             "/inference_sft"
         }
@@ -112,9 +115,7 @@ pub fn decode(pool: &PoolConf, status: u16, body: Bytes) -> Result<Bytes, Attemp
         }
     }
     if body.is_empty() {
-        return Err(AttemptError::BadAudio(
-            "200 with an empty body (synthesis failed inside the stream)".into(),
-        ));
+        return Err(AttemptError::Empty);
     }
     match pool.protocol {
         Protocol::CosyvoiceFastapi => wav::pcm16_to_wav(&body, pool.sample_rate)
@@ -149,5 +150,30 @@ mod tests {
         );
         assert_eq!(with_marker(true, "x<|endofprompt|>y", false), "x<|endofprompt|>y");
         assert_eq!(with_marker(false, "hello", false), "hello");
+    }
+
+    #[test]
+    fn no_cosyvoice3_request_reaches_a_backend_without_the_marker() {
+        use base64::Engine;
+        let pool: PoolConf =
+            serde_yaml::from_str("protocol: cosyvoice_fastapi\nbackends: [ { addr: 127.0.0.1:1 } ]\n")
+                .expect("pool");
+        let wav = wav::pcm16_to_wav(&[0u8; 3200], 16000).expect("wav");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(wav);
+        let limits = crate::api::RequestLimits {
+            max_text_chars: 200,
+            max_prompt_seconds: 30.0,
+        };
+        for body in [
+            format!(r#"{{"text":"Hi.","prompt_audio":"{b64}","prompt_text":"A prompt."}}"#),
+            format!(r#"{{"text":"Hi.","mode":"cross_lingual","prompt_audio":"{b64}"}}"#),
+            format!(r#"{{"text":"Hi.","mode":"instruct","prompt_audio":"{b64}","instruct_text":"Slowly."}}"#),
+            r#"{"text":"Hi.","mode":"sft","spk_id":"A"}"#.to_string(),
+        ] {
+            let req = GenerateRequest::parse(body.as_bytes(), limits).expect("valid");
+            let up = build(&pool, &req).expect("builds");
+            let text = String::from_utf8_lossy(&up.body);
+            assert_eq!(text.matches(END_OF_PROMPT).count(), 1, "{}: {text:.300}", up.path);
+        }
     }
 }

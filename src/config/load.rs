@@ -179,6 +179,34 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
                 format!("pool {name}: sample_rate {} is too low", pool.sample_rate),
             ));
         }
+        if !(pool.max_audio_seconds.is_finite()
+            && pool.max_audio_seconds > 0.0
+            && pool.max_audio_seconds <= 3600.0)
+        {
+            return Err((
+                "max_audio_seconds",
+                format!("pool {name}: max_audio_seconds must be above 0 and at most 3600"),
+            ));
+        }
+        if pool
+            .speakers
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|n| n.trim().is_empty()))
+        {
+            return Err(("speakers", format!("pool {name}: a speaker name is empty")));
+        }
+        if pool.deadline.is_some_and(|d| d.0.is_zero()) {
+            return Err(("deadline", format!("pool {name}: deadline must be above 0")));
+        }
+        let r = &pool.retry;
+        if !(r.budget_ratio.is_finite() && (0.0..=10.0).contains(&r.budget_ratio))
+            || r.budget_window.0.is_zero()
+        {
+            return Err((
+                "retry",
+                format!("pool {name}: retry.budget_ratio must be between 0 and 10, and retry.budget_window above 0"),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = pool.backends.0.iter().find(|b| !seen.insert(b.addr)) {
             return Err((

@@ -336,7 +336,25 @@ pub struct PoolConf {
     pub retry: RetryConf,
     #[serde(default)]
     pub circuit_breaker: BreakerConf,
+    /// Longest audio one request may produce; a backend answer beyond it (plus header slack) is
+    /// cut off as a failure without being read further. 120 s covers the default 200-character
+    /// text limit at the slowest speech (Mandarin at about 4 characters a second is 50 s; at
+    /// `speed` 0.5, 100 s) with a margin; raise it with `limits.max_text_chars`.
+    #[serde(default = "default_max_audio_seconds")]
+    pub max_audio_seconds: f64,
+    /// The preset speakers (`spk_id`) the backends have. Absent: any `spk_id` is passed on,
+    /// except on `model: cosyvoice3` pools, where `sft` is refused (CosyVoice3 ships none).
+    #[serde(default)]
+    pub speakers: Option<Vec<String>>,
+    /// One deadline per request, across queueing and every attempt (504 when it passes).
+    /// Default: `queue.max_wait` + `timeout`.
+    #[serde(default)]
+    pub deadline: Option<ConfDuration>,
     pub backends: NonEmpty<BackendConf>,
+}
+
+fn default_max_audio_seconds() -> f64 {
+    120.0
 }
 
 fn default_max_concurrency() -> usize {
@@ -370,11 +388,27 @@ impl Default for QueueConf {
 pub struct RetryConf {
     /// Extra attempts on another backend after a retryable failure.
     pub attempts: usize,
+    /// Whether an attempt that timed out is retried (the GPU keeps working on it, so a retry
+    /// doubles the load exactly when the pool is overloaded).
+    pub on_timeout: bool,
+    /// Retry budget, in the manner of Envoy's: retries may be at most this fraction of the
+    /// requests of the last `budget_window` ...
+    pub budget_ratio: f64,
+    /// ... plus this many.
+    pub budget_min: u32,
+    /// The window the budget looks back over.
+    pub budget_window: ConfDuration,
 }
 
 impl Default for RetryConf {
     fn default() -> Self {
-        Self { attempts: 2 }
+        Self {
+            attempts: 2,
+            on_timeout: false,
+            budget_ratio: 0.2,
+            budget_min: 3,
+            budget_window: ConfDuration(Duration::from_secs(10)),
+        }
     }
 }
 
@@ -484,6 +518,22 @@ impl PoolConf {
             (None, Protocol::CosyvoiceFastapi) => "/docs",
             (None, Protocol::GenerateJson) => "/health",
         }
+    }
+
+    /// The request deadline after defaults: `deadline`, or `queue.max_wait` + `timeout`.
+    pub fn request_deadline(&self) -> Duration {
+        self.deadline
+            .map_or_else(|| self.queue.max_wait.0.saturating_add(self.timeout.0), |d| d.0)
+    }
+
+    /// Most bytes a successful backend answer may have: `max_audio_seconds` of 16-bit mono
+    /// PCM at `sample_rate`, plus slack for a WAV header (`generate_json`).
+    pub fn max_answer_bytes(&self) -> usize {
+        /// Room for a WAV header with extra chunks (`LIST`, `fact`) in front of the samples.
+        const HEADER_SLACK: usize = 4096;
+        let pcm = self.max_audio_seconds * f64::from(self.sample_rate) * 2.0;
+        // `as` saturates; the value is checked to be finite and positive at load time.
+        (pcm.ceil() as usize).saturating_add(HEADER_SLACK)
     }
 }
 

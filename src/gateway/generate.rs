@@ -54,7 +54,9 @@ impl Gateway {
             .headers
             .get("X-Cosygate-Pool")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let pool = self.pools.pool(pool_name.as_deref())?.clone();
+        let may_use = caller.identity.as_deref().map(|id| move |p: &str| id.may_use(p));
+        let may_use = may_use.as_ref().map(|f| f as &dyn Fn(&str) -> bool);
+        let pool = self.pools.pool(pool_name.as_deref(), may_use)?.clone();
         self.admission.authorize(&caller, &pool.name)?;
         ctx.budget = self.admission.take_token(&caller).await?;
         if !header_is_json(session) {

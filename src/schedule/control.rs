@@ -1,6 +1,7 @@
 //! Knobs for whoever manages a backend's life from outside the request path (the supervisor):
 //! take a backend out of rotation while it restarts, let it back in with a few slots first
-//! (slow start), and read or forget the passive failure signal (failed requests in a row).
+//! (slow start), and read, add to or forget the passive failure signal (failed requests in a
+//! row).
 
 use super::Scheduler;
 use std::net::SocketAddr;
@@ -28,6 +29,19 @@ impl Scheduler {
         let mut n = 0;
         self.with_backend(addr, |b| n = b.failures);
         n
+    }
+
+    /// Blames `addr` for a failure found out after its slot was released (see
+    /// [`Slot::inconclusive`](super::Slot::inconclusive)): its breaker and its failure streak
+    /// count it as if the slot had ended with [`Slot::failed`](super::Slot::failed).
+    pub fn record_failure(&self, addr: SocketAddr) {
+        let now = super::now();
+        if self.with_backend(addr, |b| {
+            b.breaker.on_failure(now);
+            b.failures = b.failures.saturating_add(1);
+        }) {
+            self.dispatch();
+        }
     }
 
     /// Forgets `addr`'s past failures: the failure streak is zeroed and its breaker closes (a

@@ -137,3 +137,39 @@ async fn failures_in_a_row_are_counted_and_forgotten() {
     s.set_draining(addr(9), true);
     assert_eq!(s.slot_override(addr(9)), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_inconclusive_slot_counts_nothing_until_blamed() {
+    let s = sched(1, 4);
+    for _ in 0..5 {
+        slot(&s).await.inconclusive();
+    }
+    assert_eq!(s.consecutive_failures(addr(0)), 0, "no verdict, no failure");
+    assert_eq!(s.backends()[0].circuit, Circuit::Closed);
+    assert_eq!(inflight(&s), vec![0], "the slots were released");
+    s.record_failure(addr(0));
+    assert_eq!(s.consecutive_failures(addr(0)), 1);
+    s.record_failure(addr(0));
+    assert_eq!(
+        s.backends()[0].circuit,
+        Circuit::Open,
+        "two blamed failures open a 2-failure breaker"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ticket_waits_no_longer_than_the_request_deadline() {
+    let s = sched(1, 1);
+    let held = slot(&s).await;
+    let ticket = s.ticket("c", vec![]).unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let started = tokio::time::Instant::now();
+    let r = ticket.slot_until(until).await;
+    assert!(matches!(r, Err(QueueError::Timeout { .. })), "{r:?}");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(5),
+        "the deadline, not max_wait (1 h)"
+    );
+    drop(held);
+}

@@ -16,6 +16,7 @@
 //! `tokio::sync::oneshot`; when its receiver is gone, the slot goes to the next waiter.
 
 mod breaker;
+mod budget;
 mod control;
 mod error;
 mod fair_queue;
@@ -28,6 +29,7 @@ mod control_tests;
 mod tests;
 
 pub use breaker::{Circuit, CircuitBreaker};
+pub use budget::RetryBudget;
 pub use error::QueueError;
 pub use fair_queue::FairQueue;
 pub use ticket::{Slot, Ticket};

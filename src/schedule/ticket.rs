@@ -58,11 +58,18 @@ impl Ticket {
     }
 
     /// Waits for the slot, at most `queue.max_wait` from when the ticket was issued.
-    pub async fn slot(mut self) -> Result<Slot, QueueError> {
+    pub async fn slot(self) -> Result<Slot, QueueError> {
+        let deadline = self.issued + self.sched.max_wait;
+        self.slot_until(deadline).await
+    }
+
+    /// Waits for the slot until `queue.max_wait` from issue or `until`, whichever comes first
+    /// (the request's own deadline); `QueueError::Timeout` after that.
+    pub async fn slot_until(mut self, until: Instant) -> Result<Slot, QueueError> {
         let Some(mut rx) = self.rx.take() else {
             return Err(QueueError::NoBackend);
         };
-        let deadline = self.issued + self.sched.max_wait;
+        let deadline = until.min(self.issued + self.sched.max_wait);
         let result = match tokio::time::timeout_at(deadline, &mut rx).await {
             Ok(Ok(slot)) => Ok(slot),
             // The scheduler dropped the waiter: no backend is usable any more.
@@ -149,6 +156,13 @@ impl Slot {
     /// The request failed on this backend: the breaker counts it, and the slot is released.
     pub fn failed(mut self) {
         self.finish(Outcome::Failure);
+    }
+
+    /// The attempt failed, but whose fault it was is not known yet (the same request may fail
+    /// the same way elsewhere): the slot is released with no verdict. Blame the backend later
+    /// with [`Scheduler::record_failure`] if it turns out to be its fault.
+    pub fn inconclusive(mut self) {
+        self.finish(Outcome::Abandoned);
     }
 
     /// Releases a slot that never reached its waiter, without dispatching (the dispatcher is

@@ -36,6 +36,12 @@ pub struct Args {
     /// Which model to imitate (CosyVoice3 insists on `<|endofprompt|>`).
     #[arg(long, value_enum, default_value_t = ModelKind::Cosyvoice3)]
     pub model: ModelKind,
+
+    /// Preset speakers for `sft`, comma-separated (e.g. `中文女,英文男`). Default: none for
+    /// CosyVoice3 (as shipped: `sft` answers 200 then cuts), CosyVoice2's seven presets for
+    /// `--model cosyvoice2`.
+    #[arg(long, value_delimiter = ',')]
+    pub speakers: Option<Vec<String>>,
 }
 
 /// Behaviour over capacity.

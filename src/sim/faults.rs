@@ -19,6 +19,8 @@ pub enum FaultKind {
     Hang,
     /// The process exits at once, without answering.
     Crash,
+    /// `200`, then audio forever, as fast as the client reads it (a runaway backend).
+    Endless,
 }
 
 /// The body of `POST /__sim/fault`.
@@ -83,6 +85,8 @@ mod tests {
         assert_eq!(f.take(), None);
         let r: FaultRequest = serde_json::from_str(r#"{"kind":"error500","count":3}"#).expect("parses");
         assert_eq!((r.kind, r.count), (FaultKind::Error500, 3));
+        let r: FaultRequest = serde_json::from_str(r#"{"kind":"endless"}"#).expect("parses");
+        assert_eq!((r.kind, r.count), (FaultKind::Endless, 1));
         assert!(serde_json::from_str::<FaultRequest>(r#"{"kind":"nope"}"#).is_err());
     }
 }

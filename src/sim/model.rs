@@ -14,7 +14,8 @@ use tokio::time::Instant;
 /// Exit code of the process when the simulated GPU runs out of memory.
 pub const OOM_EXIT_CODE: i32 = 1;
 
-/// The preset speakers of the SFT model (`/inference_sft`'s `spk_id`); any other id fails.
+/// CosyVoice2's preset speakers (`/inference_sft`'s `spk_id`), the sim's default for
+/// `--model cosyvoice2`.
 pub const SFT_SPEAKERS: [&str; 7] = [
     "中文女",
     "中文男",

@@ -4,7 +4,7 @@
 
 use super::cli::{Args, ModelKind};
 use super::faults::Faults;
-use super::model::{Capacity, Timing};
+use super::model::{Capacity, Timing, SFT_SPEAKERS};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -20,6 +20,8 @@ pub struct SimState {
     pub timing: Timing,
     pub capacity: Arc<Capacity>,
     pub faults: Faults,
+    /// The preset speakers `sft` knows (`--speakers`); any other `spk_id` fails.
+    pub speakers: Vec<String>,
     requests: AtomicU64,
     missing_endofprompt: AtomicU64,
     last: Mutex<Option<LastRequest>>,
@@ -95,6 +97,15 @@ impl SimState {
             },
             capacity: Capacity::new(args.slots, args.overload),
             faults: Faults::default(),
+            speakers: match (&args.speakers, args.model) {
+                (Some(list), _) => list
+                    .iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                (None, ModelKind::Cosyvoice3) => Vec::new(),
+                (None, ModelKind::Cosyvoice2) => SFT_SPEAKERS.iter().map(|s| s.to_string()).collect(),
+            },
             requests: AtomicU64::new(0),
             missing_endofprompt: AtomicU64::new(0),
             last: Mutex::new(None),
@@ -105,6 +116,11 @@ impl SimState {
     pub fn received(&self, last: LastRequest) {
         self.requests.fetch_add(1, Ordering::SeqCst);
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+    }
+
+    /// Whether `sft` knows this speaker.
+    pub fn has_speaker(&self, spk_id: &str) -> bool {
+        self.speakers.iter().any(|s| s == spk_id)
     }
 
     pub fn count_missing_endofprompt(&self) {

@@ -115,8 +115,26 @@ async fn pre_answer_fault(state: &SimState, fault: Option<FaultKind>) -> Option<
             std::future::pending::<()>().await;
             None
         }
-        FaultKind::Truncate => None,
+        FaultKind::Truncate | FaultKind::Endless => None,
     }
+}
+
+/// Bytes of each chunk of the `endless` fault.
+const ENDLESS_CHUNK: usize = 64 * 1024;
+
+/// The `endless` fault's body: `head` (a WAV header, or nothing), then the same chunk of
+/// audio-like samples forever, as fast as the client reads, holding a GPU slot.
+fn endless(guard: InflightGuard, head: Bytes) -> Response {
+    let chunk: Bytes = (0..ENDLESS_CHUNK)
+        .map(|i| if i % 2 == 0 { (i / 2 % 251) as u8 } else { 0 })
+        .collect::<Vec<u8>>()
+        .into();
+    let first = (!head.is_empty()).then_some(head);
+    let stream = futures_util::stream::unfold((guard, first), move |(guard, first)| {
+        let next = first.unwrap_or_else(|| chunk.clone());
+        async move { Some((Ok::<_, std::io::Error>(next), (guard, None))) }
+    });
+    Response::new(Body::from_stream(stream))
 }
 
 /// FastAPI answer: `200`, no Content-Type, chunked raw int16 LE mono PCM.
@@ -126,6 +144,9 @@ pub async fn stream_pcm(state: Arc<SimState>, job: Job, behaviour: Behaviour) ->
         return resp;
     }
     let guard = state.capacity.enter();
+    if fault == Some(FaultKind::Endless) {
+        return endless(guard, Bytes::new());
+    }
     let truncate = fault == Some(FaultKind::Truncate);
     let mut steps = VecDeque::new();
     match behaviour {
@@ -155,6 +176,21 @@ pub async fn complete_wav(state: Arc<SimState>, job: Job) -> Response {
         return resp;
     }
     let guard = state.capacity.enter();
+    if fault == Some(FaultKind::Endless) {
+        // A WAV header claiming the largest size, then samples forever (chunked, no length).
+        let header = match pcm16_to_wav(&[], state.sample_rate) {
+            Ok(mut h) if h.len() == crate::api::wav::WAV_HEADER_LEN => {
+                h[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+                h[40..44].copy_from_slice(&(u32::MAX - 36).to_le_bytes());
+                Bytes::from(h)
+            }
+            _ => return internal_error(),
+        };
+        let mut resp = endless(guard, header);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+        return resp;
+    }
     let (pcm, chunks) = produce(&state, &job);
     let wav = match pcm16_to_wav(&pcm, state.sample_rate) {
         Ok(w) => Bytes::from(w),

@@ -16,14 +16,24 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A `pools:` section with one pool named `cosyvoice`.
+/// The speakers the harness's sims offer (`Sim::start` passes them as `--speakers`) and its
+/// pools list (`pool_yaml`), as an operator who added CosyVoice2's presets would.
+pub const TEST_SPEAKERS: &[&str] = &["中文女", "中文男", "英文女", "英文男"];
+
+/// A `pools:` section with one pool named `cosyvoice`. Lists [`TEST_SPEAKERS`] as the pool's
+/// `speakers` unless `extra` sets `speakers:` or `model:` itself.
 pub fn pool_yaml(protocol: &str, backends: &[SocketAddr], extra: &str) -> String {
     let list: String = backends
         .iter()
         .map(|b| format!("\n        - addr: {b}"))
         .collect();
+    let speakers = if extra.contains("speakers:") || extra.contains("model:") {
+        String::new()
+    } else {
+        format!("      speakers: [{}]\n", TEST_SPEAKERS.join(", "))
+    };
     format!(
-        "  pools:\n    cosyvoice:\n      protocol: {protocol}\n      health: {{ interval: 200ms, timeout: 500ms, unhealthy_after: 1, healthy_after: 1 }}\n{extra}      backends:{list}\n"
+        "  pools:\n    cosyvoice:\n      protocol: {protocol}\n      health: {{ interval: 200ms, timeout: 500ms, unhealthy_after: 1, healthy_after: 1 }}\n{speakers}{extra}      backends:{list}\n"
     )
 }
 

@@ -22,7 +22,9 @@ pub struct Sim {
 
 impl Sim {
     /// Starts the sim on a free loopback port with `extra_args` (for example
-    /// `&["--rtf", "0.01", "--first-chunk-ms", "5"]`).
+    /// `&["--rtf", "0.01", "--first-chunk-ms", "5"]`). Unless they say `--speakers` or
+    /// `--model`, the sim gets the harness's `--speakers` (`TEST_SPEAKERS`, those `pool_yaml`
+    /// lists); CosyVoice3 itself ships none.
     pub fn start(extra_args: &[&str]) -> Sim {
         Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), extra_args)
     }
@@ -48,9 +50,18 @@ impl Sim {
     fn try_start(addr: SocketAddr, extra_args: &[&str], deadline: Instant) -> Result<Sim, (String, String)> {
         let log = tempfile::NamedTempFile::new().expect("temp file for the sim's stderr");
         let stderr = log.reopen().expect("reopen the sim's log file");
+        let defaults: &[&str] = if extra_args
+            .iter()
+            .any(|a| a.starts_with("--speakers") || a.starts_with("--model"))
+        {
+            &[]
+        } else {
+            &["--speakers", "中文女,中文男,英文女,英文男"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_cosyvoice-sim"))
             .arg("--listen")
             .arg(addr.to_string())
+            .args(defaults)
             .args(extra_args)
             .env(
                 "RUST_LOG",

@@ -7,7 +7,6 @@ use super::read_body;
 use crate::api::wav::parse_wav;
 use crate::sim::audio::{speaker_voice, ENDOFPROMPT};
 use crate::sim::form::{self, FormValue, Want};
-use crate::sim::model::SFT_SPEAKERS;
 use crate::sim::state::{LastRequest, Prompt, SimState};
 use crate::sim::synth::{self, Behaviour, Job};
 use axum::extract::Request;
@@ -116,7 +115,7 @@ pub async fn inference(state: Arc<SimState>, route: &'static FastApiRoute, req: 
     }
 
     let mut behaviour = Behaviour::Speak;
-    if route.path == "/inference_sft" && !SFT_SPEAKERS.contains(&text("spk_id")) {
+    if route.path == "/inference_sft" && !state.has_speaker(text("spk_id")) {
         log::warn!("/inference_sft: KeyError: {:?} (unknown spk_id)", text("spk_id"));
         behaviour = Behaviour::FailInStream;
     }

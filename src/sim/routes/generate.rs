@@ -5,7 +5,6 @@
 use super::read_body;
 use crate::api::wav::parse_wav;
 use crate::sim::audio::speaker_voice;
-use crate::sim::model::SFT_SPEAKERS;
 use crate::sim::state::{LastRequest, Prompt, SimState};
 use crate::sim::synth::{self, Job};
 use axum::extract::{Request, State};
@@ -89,14 +88,14 @@ pub async fn generate(State(state): State<Arc<SimState>>, req: Request) -> Respo
     let Some(obj) = parsed else {
         return bad("bad_json", "the body must be a JSON object").into_response();
     };
-    match check(&obj, prompt) {
+    match check(&obj, prompt, &state) {
         Ok(job) => synth::complete_wav(state, job).await,
         Err(refused) => refused.into_response(),
     }
 }
 
 /// Validates the request into a job.
-fn check(obj: &Map<String, Value>, prompt: PromptAudio) -> Result<Job, Refused> {
+fn check(obj: &Map<String, Value>, prompt: PromptAudio, state: &SimState) -> Result<Job, Refused> {
     let string = |name: &str| -> Result<Option<&str>, Refused> {
         match obj.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -131,7 +130,7 @@ fn check(obj: &Map<String, Value>, prompt: PromptAudio) -> Result<Job, Refused> 
 
     let voice = if mode == "sft" {
         let spk = string("spk_id")?.ok_or_else(|| bad("missing_field", "spk_id is required for sft"))?;
-        if !SFT_SPEAKERS.contains(&spk) {
+        if !state.has_speaker(spk) {
             return Err(bad("unknown_speaker", format!("unknown spk_id {spk:?}")));
         }
         speaker_voice(spk)

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# A runaway backend, measured (issue 9): the gateway's peak RSS (VmHWM in /proc/PID/status)
+# while its backend streams PCM forever, against the same gateway serving normal requests, in
+# the same run. Without a cap the gateway buffered the endless answer (7 GB seen); with
+# `max_audio_seconds` it reads at most what the request can produce, then drops the connection.
+#
+#   benches/runaway_backend.sh
+#
+# What it does: builds the release binaries, starts one cosyvoice-sim and one gateway
+# (`max_audio_seconds` = BENCH_MAX_AUDIO, no cache, no retries, breaker off so every attack
+# request reaches the runaway backend), then
+#   1. normal: BENCH_REQUESTS sft requests of BENCH_TEXT_CHARS characters (the sim makes 0.06 s
+#      of audio per character), BENCH_CONCURRENCY at a time; reads VmHWM and VmRSS;
+#   2. attack: arms the sim's `endless` fault for BENCH_REQUESTS requests and sends as many,
+#      BENCH_CONCURRENCY at a time; every answer must be 502 backend_failed; reads VmHWM and
+#      VmRSS again, and how many bytes the sim pushed.
+# Prints one table. Everything listens on loopback; everything started here is stopped on exit.
+#
+# Knobs (environment): BENCH_REQUESTS (40), BENCH_CONCURRENCY (4), BENCH_MAX_AUDIO (seconds,
+# default 120: the pool default), BENCH_TEXT_CHARS (50, about 3 s of audio; 190 with
+# BENCH_MAX_AUDIO=12 makes normal answers as long as the cap allows), BENCH_NO_BUILD (1: use
+# target/release as it is), BENCH_KEEP_TMP (1: keep configs and logs).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REQUESTS=${BENCH_REQUESTS:-40}
+CONC=${BENCH_CONCURRENCY:-4}
+MAX_AUDIO=${BENCH_MAX_AUDIO:-120}
+CHARS=${BENCH_TEXT_CHARS:-50}
+
+say() { printf '== %s\n' "$*" >&2; }
+die() { printf 'runaway_backend.sh: %s\n' "$*" >&2; exit 1; }
+
+. "$ROOT/scripts/ensure-packages.sh"
+ensure_packages curl=curl
+
+cd "$ROOT"
+if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    say "cargo build --release --bins"
+    cargo build --release --bins --quiet
+fi
+GW=$ROOT/target/release/cosygate
+SIM=$ROOT/target/release/cosyvoice-sim
+[[ -x $GW && -x $SIM ]] || die "no $GW or $SIM"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cosygate-runaway.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then say "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        sleep 0.05
+    done
+    die "nothing listens on port $1"
+}
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+
+# --- servers ---------------------------------------------------------------------------------
+SIM_PORT=$(free_port)
+"$SIM" --listen "127.0.0.1:$SIM_PORT" --speakers 中文女 --rtf 0.01 --first-chunk-ms 5 \
+    >"$TMP/sim.out" 2>"$TMP/sim.log" &
+PIDS+=($!)
+wait_port "$SIM_PORT"
+
+GW_PORT=$(free_port)
+cat >"$TMP/gw.yaml" <<EOF
+threads: 2
+pid_file: $TMP/gw.pid
+upgrade_sock: $TMP/gw.sock
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
+cosygate:
+  listen:
+    - addr: 127.0.0.1:$GW_PORT
+  pools:
+    cosyvoice:
+      protocol: cosyvoice_fastapi
+      speakers: [中文女]
+      max_audio_seconds: $MAX_AUDIO
+      max_concurrency: 16
+      retry: { attempts: 0 }
+      circuit_breaker: { failures: 0 }
+      backends:
+        - addr: 127.0.0.1:$SIM_PORT
+EOF
+RUST_LOG=warn "$GW" -c "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
+GW_PID=$!
+PIDS+=($GW_PID)
+wait_port "$GW_PORT"
+
+# --- load ------------------------------------------------------------------------------------
+# Sends $REQUESTS requests, $CONC at a time; writes "status seconds" lines to $1.
+TEXT="Request {} $(printf 'reads a sentence aloud. %.0s' $(seq 10))"
+TEXT=${TEXT:0:$CHARS}
+run() {
+    local out=$1
+    seq "$REQUESTS" | xargs -P "$CONC" -I{} curl -s -o /dev/null -w '%{http_code} %{time_total}\n' \
+        -H 'Content-Type: application/json' \
+        --data "{\"text\":\"$TEXT\",\"mode\":\"sft\",\"spk_id\":\"中文女\"}" \
+        "http://127.0.0.1:$GW_PORT/generate" >"$out"
+}
+summary() { # file -> "n_ok n_total median_seconds max_seconds"
+    sort -k2 -n "$1" | awk -v want="$2" '{n++; t[n]=$2; if ($1==want) ok++} END {printf "%d/%d %.3f %.3f", ok, n, t[int((n+1)/2)], t[n]}'
+}
+
+say "baseline"
+BASE_HWM=$(kib "$GW_PID" VmHWM)
+say "normal: $REQUESTS requests, $CONC at a time"
+run "$TMP/normal.txt"
+NORMAL_HWM=$(kib "$GW_PID" VmHWM)
+NORMAL_RSS=$(kib "$GW_PID" VmRSS)
+read -r NORMAL_OK NORMAL_MED NORMAL_MAX <<<"$(summary "$TMP/normal.txt" 200)"
+
+say "attack: the backend streams forever for $REQUESTS requests"
+curl -s -o /dev/null -X POST -H 'Content-Type: application/json' \
+    --data "{\"kind\":\"endless\",\"count\":$REQUESTS}" "http://127.0.0.1:$SIM_PORT/__sim/fault"
+run "$TMP/attack.txt"
+ATTACK_HWM=$(kib "$GW_PID" VmHWM)
+ATTACK_RSS=$(kib "$GW_PID" VmRSS)
+read -r ATTACK_OK ATTACK_MED ATTACK_MAX <<<"$(summary "$TMP/attack.txt" 502)"
+CAP_BYTES=$(awk -v s="$MAX_AUDIO" 'BEGIN {printf "%d", s * 24000 * 2 + 4096}')
+
+printf '\nrunaway backend: max_audio_seconds %s (cap %.2f MB per answer), %s requests, %s at a time, normal text %s chars\n' \
+    "$MAX_AUDIO" "$(awk -v b="$CAP_BYTES" 'BEGIN {print b/1e6}')" "$REQUESTS" "$CONC" "$CHARS"
+printf '| phase | answers as expected | median s | max s | gateway VmHWM MB | VmRSS after MB |\n'
+printf '|---|---|---|---|---|---|\n'
+printf '| idle (after start) | - | - | - | %.1f | - |\n' "$(awk -v k="$BASE_HWM" 'BEGIN {print k/1024}')"
+printf '| normal (200 + WAV) | %s | %s | %s | %.1f | %.1f |\n' "$NORMAL_OK" "$NORMAL_MED" "$NORMAL_MAX" \
+    "$(awk -v k="$NORMAL_HWM" 'BEGIN {print k/1024}')" "$(awk -v k="$NORMAL_RSS" 'BEGIN {print k/1024}')"
+printf '| endless backend (502) | %s | %s | %s | %.1f | %.1f |\n' "$ATTACK_OK" "$ATTACK_MED" "$ATTACK_MAX" \
+    "$(awk -v k="$ATTACK_HWM" 'BEGIN {print k/1024}')" "$(awk -v k="$ATTACK_RSS" 'BEGIN {print k/1024}')"
+printf '\npeak RSS added by the attack over normal: %.1f MB (bound: %s concurrent answers x %.1f MB cap)\n' \
+    "$(awk -v a="$ATTACK_HWM" -v n="$NORMAL_HWM" 'BEGIN {print (a-n)/1024}')" "$CONC" \
+    "$(awk -v b="$CAP_BYTES" 'BEGIN {print b/1e6}')"
+[[ ${ATTACK_OK%%/*} == "$REQUESTS" ]] || die "not every attack request got 502 (see $TMP)"

@@ -1,0 +1,310 @@
+//! One request's way through a pool: a GPU slot, an attempt, and on a retryable failure another
+//! attempt on another backend, all under one deadline (`pools.NAME.deadline`) and the pool's
+//! retry budget; then the fallback voice when no backend could serve.
+//!
+//! Whose fault a failure is: a failure that cannot be the request's (connection refused, 5xx,
+//! timeout, an endless answer) is blamed on its backend at once (breaker, failure streak,
+//! `cosygate_backend_error_count`). A failure that may be the request's own (a 200 whose stream
+//! is cut, empty or not audio: how CosyVoice reports an unknown speaker, an unspeakable text or
+//! a prompt it cannot use) is held without a verdict while the request is tried elsewhere:
+//! - it fails the same way on a second, different backend: the request's fault; nobody is
+//!   blamed and it is not retried again;
+//! - another backend serves it: the held failures are blamed;
+//! - no verdict (retry budget spent, no other backend usable, client gone): blamed only where a
+//!   second opinion is never possible (a pool of one backend, or `retry.attempts: 0`), so
+//!   failures count there as they always did; otherwise nobody is blamed, so a client cannot
+//!   open breakers by exhausting the retry budget.
+
+use super::attempt::{self, AttemptError};
+use super::{protocol, set_phase, BackendPool, PoolSet, Synthesis, UpstreamRequest};
+use crate::api::ApiError;
+use crate::jobs::{Phase, Progress};
+use crate::metrics;
+use crate::schedule::QueueError;
+use log::{info, warn};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// How a failure that may be the request's fault looked, to compare it across backends.
+#[derive(Debug, Clone, PartialEq)]
+enum Signature {
+    /// Cut after this many bytes.
+    Cut(usize),
+    Empty,
+    BadAudio(String),
+}
+
+fn signature(e: &AttemptError) -> Option<Signature> {
+    match e {
+        AttemptError::Truncated { after, .. } => Some(Signature::Cut(*after)),
+        AttemptError::Empty => Some(Signature::Empty),
+        AttemptError::BadAudio(m) => Some(Signature::BadAudio(m.clone())),
+        _ => None,
+    }
+}
+
+/// Failures held without a verdict (see the module's doc).
+struct Held<'a> {
+    pool: &'a BackendPool,
+    failures: Vec<(SocketAddr, Signature, &'static str)>,
+    /// Whether failures still held when the request ends are blamed (no second opinion is
+    /// possible in this pool).
+    blame_unresolved: bool,
+}
+
+impl Held<'_> {
+    /// The backend, other than `addr`, that already failed this request the same way.
+    fn same_elsewhere(&self, addr: SocketAddr, sig: &Signature) -> Option<SocketAddr> {
+        self.failures
+            .iter()
+            .find(|(a, s, _)| *a != addr && s == sig)
+            .map(|(a, _, _)| *a)
+    }
+
+    /// The request was at fault: nobody is blamed.
+    fn forgive(&mut self) {
+        self.failures.clear();
+    }
+
+    /// Another backend served the request: every held failure was its backend's fault.
+    fn blame(&mut self) {
+        for (addr, _, kind) in self.failures.drain(..) {
+            self.pool.scheduler.record_failure(addr);
+            metrics::BACKEND_ERRORS
+                .with_label_values(&[&addr.to_string(), kind])
+                .inc();
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.blame_unresolved {
+            self.blame();
+        } else if !self.failures.is_empty() {
+            let addrs: Vec<String> = self.failures.iter().map(|(a, _, _)| a.to_string()).collect();
+            info!(
+                "pool {}: no second opinion on the failure at {}; no backend blamed",
+                self.pool.name,
+                addrs.join(", ")
+            );
+        }
+    }
+}
+
+impl PoolSet {
+    /// Synthesizes a prepared request: waits for a GPU slot on a healthy, breaker-closed backend
+    /// (fairly across `client`s), sends it, and retries a retryable failure on another backend
+    /// up to `retry.attempts` times while the pool's retry budget allows, all within the pool's
+    /// request deadline. When no backend can serve, or every attempt failed, the fallback voice
+    /// answers if one is configured. Runs in the request's production task; may block only on
+    /// the queue, the backend and the fallback process.
+    pub async fn synthesize(
+        &self,
+        pool: &BackendPool,
+        upstream: &UpstreamRequest,
+        text: &str,
+        client: &str,
+        request_id: &str,
+        progress: &Progress,
+    ) -> Result<Synthesis, ApiError> {
+        let conf = &pool.conf;
+        let deadline = Instant::now() + conf.request_deadline();
+        pool.retry_budget.record_request();
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut held = Held {
+            pool,
+            failures: Vec::new(),
+            // No second opinion is ever possible: failures count as they always did.
+            blame_unresolved: conf.backends.0.len() < 2 || conf.retry.attempts == 0,
+        };
+        let mut last: Option<ApiError> = None;
+        for attempt in 0..=conf.retry.attempts {
+            if attempt > 0 {
+                if !pool.retry_budget.try_retry() {
+                    metrics::RETRY_BUDGET_EXHAUSTED
+                        .with_label_values(&[&pool.name])
+                        .inc();
+                    warn!(
+                        "request {request_id}: pool {}: retry budget spent; not retrying",
+                        pool.name
+                    );
+                    break;
+                }
+                metrics::RETRIES.with_label_values(&[&pool.name]).inc();
+            }
+            let ticket = match pool.scheduler.ticket(client, tried.clone()) {
+                Ok(t) => t,
+                Err(QueueError::NoBackend) => break,
+                Err(e) => return Err(e.to_api(&pool.name)),
+            };
+            set_phase(
+                progress,
+                Phase::Queued {
+                    position: Arc::new(ticket.position_probe()),
+                },
+            );
+            let slot = match ticket.slot_until(deadline).await {
+                Ok(slot) => slot,
+                Err(QueueError::Timeout { .. }) if Instant::now() >= deadline => {
+                    last = Some(deadline_error(pool));
+                    break;
+                }
+                Err(e) => return Err(e.to_api(&pool.name)),
+            };
+            set_phase(progress, Phase::Running);
+            let addr = slot.addr();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let limit = conf.timeout.0.min(remaining);
+            let outcome = attempt::send(
+                &self.connector,
+                addr,
+                upstream,
+                request_id,
+                limit,
+                conf.max_answer_bytes(),
+            )
+            .await
+            .and_then(|(status, body)| protocol::decode(conf, status, body));
+            let e = match outcome {
+                Ok(wav) => {
+                    slot.succeeded();
+                    held.blame();
+                    return Ok(Synthesis {
+                        wav,
+                        backend: Some(addr),
+                        degraded: false,
+                        cacheable: true,
+                    });
+                }
+                Err(e) => e,
+            };
+            warn!("request {request_id}: pool {} backend {addr}: {e}", pool.name);
+            match &e {
+                AttemptError::Rejected { status, .. } => {
+                    // The backend is fine; the request is not. Never retried; its body stays
+                    // in the log (above), never in the answer.
+                    slot.succeeded();
+                    return Err(rejected_error(*status));
+                }
+                AttemptError::Timeout(_) if limit < conf.timeout.0 => {
+                    // Cut by the request's deadline, not by the pool's timeout: no verdict.
+                    slot.inconclusive();
+                    last = Some(deadline_error(pool));
+                    break;
+                }
+                _ => {}
+            }
+            match signature(&e) {
+                Some(sig) => {
+                    slot.inconclusive();
+                    if let Some(other) = held.same_elsewhere(addr, &sig) {
+                        held.forgive();
+                        metrics::REQUEST_FAULTS.with_label_values(&[&pool.name]).inc();
+                        warn!(
+                            "request {request_id}: pool {}: backends {other} and {addr} failed it the same way; \
+                             the request's fault, no backend blamed, not retried",
+                            pool.name
+                        );
+                        return Err(request_fault_error(&e));
+                    }
+                    held.failures.push((addr, sig, e.kind()));
+                }
+                None => {
+                    slot.failed();
+                    metrics::BACKEND_ERRORS
+                        .with_label_values(&[&addr.to_string(), e.kind()])
+                        .inc();
+                }
+            }
+            tried.push(addr);
+            last = Some(attempt_error_to_api(&e));
+            if matches!(e, AttemptError::Timeout(_)) && !conf.retry.on_timeout {
+                break;
+            }
+        }
+        drop(held);
+        if let Some(fallback) = &self.fallback {
+            let wav = fallback.speak(text).await?;
+            warn!(
+                "request {request_id}: pool {} could not serve; answered with the fallback voice",
+                pool.name
+            );
+            return Ok(Synthesis {
+                wav,
+                backend: None,
+                degraded: true,
+                cacheable: fallback.cacheable,
+            });
+        }
+        Err(last.unwrap_or_else(|| QueueError::NoBackend.to_api(&pool.name)))
+    }
+}
+
+/// 504 when the request's deadline passed (queueing and attempts together).
+fn deadline_error(pool: &BackendPool) -> ApiError {
+    ApiError::new(
+        504,
+        "deadline_exceeded",
+        format!(
+            "the request did not finish within pool {}'s deadline of {} s (queueing and every \
+             attempt together); try again later, or with a shorter text",
+            pool.name,
+            pool.conf.request_deadline().as_secs_f64()
+        ),
+    )
+}
+
+/// A backend's 4xx, in our words: its body may carry internals and stays in the log.
+fn rejected_error(status: u16) -> ApiError {
+    let (ours, next) = match status {
+        400 | 413 | 422 => (422, "check the request's fields and prompt audio"),
+        _ => (502, "this is a gateway configuration problem; tell the operator"),
+    };
+    ApiError::new(
+        ours,
+        "backend_rejected",
+        format!("the backend refused this request (status {status}); {next}. Its answer is logged under this request id"),
+    )
+}
+
+/// The request failed the same way on two backends.
+fn request_fault_error(e: &AttemptError) -> ApiError {
+    match e {
+        AttemptError::Empty => ApiError::unprocessable(
+            "no_audio_produced",
+            "the model produced no audio for this request on two backends; the text may have \
+             nothing it can speak: send words",
+        ),
+        _ => ApiError::new(
+            502,
+            "synthesis_failed",
+            format!(
+                "this request failed the same way on two backends ({}), so it is the request \
+                 that the model cannot synthesize: check spk_id, the text and the prompt audio; \
+                 retrying it unchanged will not help",
+                e.summary()
+            ),
+        ),
+    }
+}
+
+/// What the client is told when the last attempt failed.
+fn attempt_error_to_api(e: &AttemptError) -> ApiError {
+    match e {
+        AttemptError::Timeout(_) => ApiError::new(
+            504,
+            "backend_timeout",
+            format!(
+                "the synthesis did not finish in time ({}); try again, or with a shorter text",
+                e.summary()
+            ),
+        ),
+        _ => ApiError::new(
+            502,
+            "backend_failed",
+            format!("the synthesis failed ({}); try again", e.summary()),
+        ),
+    }
+}
