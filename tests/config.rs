@@ -114,3 +114,39 @@ fn the_gateway_refuses_to_start_on_a_bad_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Redis passwords never reach `cosygate -t`'s output, whatever is wrong with the file: a URL
+/// where a section belongs, a URL the client cannot read, a URL given to the wrong key.
+#[test]
+fn redis_passwords_never_appear_in_config_messages() {
+    const PW: &str = "hunter2Secret";
+    let with = |section: &str| format!("{GOOD}{section}");
+    for (what, yaml, expected) in [
+        (
+            "a URL where the section belongs",
+            with("  rate_limit:\n    store: redis\n    redis: \"redis://:hunter2Secret@127.0.0.1:6379/0\"\n"),
+            "cosygate.yaml:14: cosygate.rate_limit.redis: invalid type: string \"redis://:****@127.0.0.1:6379/0\"",
+        ),
+        (
+            "an unreadable URL",
+            with("  cache:\n    redis: { url: \"redis://:hunter2Secret@[::1:6379/0\" }\n"),
+            "cosygate.yaml:13: cache.redis.url: invalid Redis URL \"redis://:****@[::1:6379/0\"",
+        ),
+        (
+            "a URL given as the store",
+            with("  rate_limit:\n    store: \"redis://user:hunter2Secret@h:1/0\"\n"),
+            "unknown variant `redis://user:****@h:1/0`",
+        ),
+    ] {
+        let (code, out) = check_config(&yaml);
+        assert_ne!(code, 0, "{what}: {out}");
+        assert!(!out.contains(PW), "{what}: the password shows: {out}");
+        assert!(out.contains(expected), "{what}: {out}");
+    }
+    // A good file with a password passes, and says nothing of it.
+    let (code, out) = check_config(&with(
+        "  rate_limit:\n    store: redis\n    redis: { url: \"redis://:hunter2Secret@127.0.0.1:1/0\" }\n",
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(PW), "{out}");
+}

@@ -210,7 +210,7 @@ fn default_disk_max() -> ByteSize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheRedisConf {
-    pub url: String,
+    pub url: RedisUrl,
     /// Longest wait for one Redis round trip before going on without it.
     #[serde(default = "default_redis_timeout")]
     pub timeout: ConfDuration,
@@ -279,10 +279,35 @@ pub enum RateLimitStore {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConf {
-    pub url: String,
+    pub url: RedisUrl,
     /// Longest wait for one Redis round trip before going on without it.
     #[serde(default = "default_redis_timeout")]
     pub timeout: ConfDuration,
+}
+
+/// A Redis URL. It may carry a password, so `Debug` and `Display` mask it
+/// (`redis://:****@host:6379/0`); [`RedisUrl::expose`] gives the real one, to connect with.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL with its password, for `redis::Client::open` only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::redis_link::mask_url_secrets(&self.0))
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::redis_link::mask_url_secrets(&self.0))
+    }
 }
 
 fn default_redis_timeout() -> ConfDuration {
