@@ -150,3 +150,38 @@ fn redis_passwords_never_appear_in_config_messages() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains(PW), "{out}");
 }
+
+/// `cosygate -t` refuses a fallback command where the request text could be read as an option
+/// (or run as code), pointing at the line and saying what to write; the safe forms pass.
+#[test]
+fn a_fallback_command_that_could_read_the_text_as_an_option_is_refused() {
+    let with = |command: &str| format!("{GOOD}  fallback:\n    command: {command}\n");
+    for (command, says) in [
+        (
+            r#"["espeak-ng", "-v", "en-us", "-w", "{out}", "{text}"]"#,
+            "cosygate.yaml:13: fallback.command: {text} in \"{text}\" is not safe: a text starting with '-' would be read as an option",
+        ),
+        (
+            r#"["espeak-ng", "-w", "{out}", "-f", "{text}"]"#,
+            "is not safe",
+        ),
+        (
+            r#"["sh", "-c", "espeak-ng -w {out} '{text}'"]"#,
+            "sh runs its arguments as code",
+        ),
+        (r#"["espeak-ng", "--stdin"]"#, "cosygate.yaml:13: fallback.command has no {out} argument"),
+    ] {
+        let (code, out) = check_config(&with(command));
+        assert_ne!(code, 0, "{command}: {out}");
+        assert!(out.contains(says), "{command}: expected {says:?} in {out}");
+        assert!(out.contains("--stdin") || says.contains("{out}"), "says what to write: {out}");
+    }
+    for command in [
+        r#"["espeak-ng", "-v", "en-us", "-w", "{out}", "--stdin"]"#,
+        r#"["espeak-ng", "-w", "{out}", "--", "{text}"]"#,
+        r#"["piper", "--output_file={out}", "--text={text}"]"#,
+    ] {
+        let (code, out) = check_config(&with(command));
+        assert_eq!(code, 0, "{command}: {out}");
+    }
+}

@@ -165,6 +165,9 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
             ));
         }
     }
+    if let Some(f) = &g.fallback {
+        crate::backend::fallback::check_command(&f.command.0).map_err(|e| ("command", e))?;
+    }
     let redis_urls = [
         (
             "rate_limit.redis",

@@ -425,7 +425,8 @@ impl Default for BreakerConf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConf {
-    /// argv (no shell); `{out}` is replaced by the output WAV path, `{text}` by the text.
+    /// argv (no shell); `{out}` is replaced by the output WAV path. The text arrives on stdin;
+    /// `{text}` may stand only after `--` or as `--name={text}` (see `backend::fallback`).
     pub command: NonEmpty<String>,
     /// Most fallback processes at once.
     #[serde(default = "default_fallback_concurrency")]
