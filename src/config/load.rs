@@ -165,6 +165,12 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
             ));
         }
     }
+    if g.jobs.max == 0 || g.jobs.max_bytes.0 == 0 || g.jobs.max_unfinished_per_caller == 0 {
+        return Err((
+            "jobs",
+            "jobs.max, jobs.max_bytes and jobs.max_unfinished_per_caller must be greater than zero".into(),
+        ));
+    }
     if let Some(f) = &g.fallback {
         crate::backend::fallback::check_command(&f.command.0).map_err(|e| ("command", e))?;
     }

@@ -455,6 +455,11 @@ pub struct JobsConf {
     pub keep: ConfDuration,
     /// Most jobs kept at once (queued, running and finished); the oldest finished go first.
     pub max: usize,
+    /// Most bytes of finished results held; past it the oldest results are dropped (their
+    /// owners get 404 `job_expired`).
+    pub max_bytes: ByteSize,
+    /// Most unfinished jobs one caller (token, or IP when anonymous) may hold (429 beyond).
+    pub max_unfinished_per_caller: usize,
 }
 
 impl Default for JobsConf {
@@ -462,6 +467,8 @@ impl Default for JobsConf {
         Self {
             keep: ConfDuration(Duration::from_secs(600)),
             max: 10_000,
+            max_bytes: ByteSize(256 << 20),
+            max_unfinished_per_caller: 32,
         }
     }
 }

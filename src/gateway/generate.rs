@@ -124,7 +124,7 @@ impl Gateway {
                 }
             }
         }
-        let id = self.jobs.create(&caller.owner(), progress.clone())?;
+        let id = self.jobs.create(&caller.owner(), progress.clone(), task)?;
         guard.0 = None; // the job owns the task now
         self.send_job_status(session, ctx, 202, &id, &progress).await;
         Ok(())
