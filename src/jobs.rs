@@ -91,6 +91,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whose quota a job counts against: its owner, except that anonymous IPv6 callers
+/// (`ip:ADDR`) share one quota per /64, as they share one rate limit (one host can use a whole
+/// /64). Ownership (who may read the job) stays the full address.
+fn quota_key(owner: &str) -> String {
+    match owner
+        .strip_prefix("ip:")
+        .and_then(|ip| ip.parse::<std::net::Ipv6Addr>().ok())
+    {
+        Some(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => owner.to_string(),
+    }
+}
+
 /// The status of a progress cell right now.
 pub fn status_of(progress: &Progress) -> JobStatus {
     match &*lock(progress) {
@@ -133,7 +149,8 @@ impl Jobs {
             let mut store = lock(&self.store);
             let now = Instant::now();
             store.expire(now);
-            let held = store.unfinished.get(owner).copied().unwrap_or(0);
+            let quota = quota_key(owner);
+            let held = store.unfinished.get(&quota).copied().unwrap_or(0);
             if held >= self.per_caller {
                 return Err(ApiError::new(
                     429,
@@ -164,7 +181,7 @@ impl Jobs {
                     bytes: 0,
                 },
             );
-            *store.unfinished.entry(owner.to_string()).or_default() += 1;
+            *store.unfinished.entry(quota).or_default() += 1;
             id
         };
         let jobs = Arc::clone(self);
@@ -229,16 +246,16 @@ impl Jobs {
         let expires = now + self.keep;
         job.expires = Some(expires);
         job.bytes = bytes;
-        let owner = job.owner.clone();
+        let quota = quota_key(&job.owner);
         store.bytes += bytes;
         store.expiry.push_back((expires, id.to_string()));
         if holds_wav {
             store.results.push_back(id.to_string());
         }
-        if let Some(n) = store.unfinished.get_mut(&owner) {
+        if let Some(n) = store.unfinished.get_mut(&quota) {
             *n -= 1;
             if *n == 0 {
-                store.unfinished.remove(&owner);
+                store.unfinished.remove(&quota);
             }
         }
         while store.bytes > self.max_bytes {

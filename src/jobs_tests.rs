@@ -198,3 +198,31 @@ async fn many_jobs_expire_without_a_sweep() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn anonymous_ipv6_callers_share_a_quota_per_64() {
+    let jobs = Arc::new(Jobs::new(&conf(60_000, 100, 1 << 20, 1)));
+    let mut gates = Vec::new();
+    let mut never = || {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        gates.push(tx);
+        Some(rx)
+    };
+    let p = cell();
+    jobs.create("ip:2001:db8:1:2::1", p.clone(), task(&p, 10, never()))
+        .expect("first");
+    let p = cell();
+    let e = jobs
+        .create("ip:2001:db8:1:2:ffff::9", p.clone(), task(&p, 10, never()))
+        .expect_err("same /64");
+    assert_eq!((e.status, e.code), (429, "too_many_jobs"));
+    for other in [
+        "ip:2001:db8:1:3::1",
+        "ip:10.0.0.1",
+        "ip:10.0.0.2",
+        "token:ip:2001:db8:1:2::7",
+    ] {
+        let p = cell();
+        jobs.create(other, p.clone(), task(&p, 10, never())).expect(other);
+    }
+}
