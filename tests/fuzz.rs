@@ -60,6 +60,10 @@ fn fuzz_multipart_writer_round_trips_through_the_reader() {
         },
     );
     // The byte-driven form the cargo-fuzz target uses.
+    replay("multipart_round_trip", |bytes| {
+        let (texts, file) = targets::fields_from_bytes(bytes);
+        targets::multipart_round_trip(&texts, &file);
+    });
     fuzz(
         "multipart-round-trip-bytes",
         prop::collection::vec(any::<u8>(), 0..512),
