@@ -150,17 +150,7 @@ impl Jobs {
             let now = Instant::now();
             store.expire(now);
             let quota = quota_key(owner);
-            let held = store.unfinished.get(&quota).copied().unwrap_or(0);
-            if held >= self.per_caller {
-                return Err(ApiError::new(
-                    429,
-                    "too_many_jobs",
-                    format!(
-                        "you already have {held} unfinished jobs (the limit per caller); fetch their results from /v1/jobs/{{id}} before starting more"
-                    ),
-                )
-                .with_retry_after(QUOTA_RETRY_AFTER));
-            }
+            self.quota_left(&store, &quota)?;
             while store.jobs.len() >= self.max {
                 if !store.drop_oldest_finished() {
                     return Err(ApiError::new(
@@ -191,6 +181,28 @@ impl Jobs {
             jobs.finished(&watched, ended.is_err());
         });
         Ok(id)
+    }
+
+    /// 429 `too_many_jobs` if `owner` already holds its quota of unfinished jobs. Runs before
+    /// a `Prefer: respond-async` request starts, so a refused one never reaches a backend.
+    pub fn check_quota(&self, owner: &str) -> Result<(), ApiError> {
+        let store = lock(&self.store);
+        self.quota_left(&store, &quota_key(owner))
+    }
+
+    fn quota_left(&self, store: &Store, quota: &str) -> Result<(), ApiError> {
+        let held = store.unfinished.get(quota).copied().unwrap_or(0);
+        if held < self.per_caller {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            429,
+            "too_many_jobs",
+            format!(
+                "you already have {held} unfinished jobs (the limit per caller); fetch their results from /v1/jobs/{{id}} before starting more"
+            ),
+        )
+        .with_retry_after(QUOTA_RETRY_AFTER))
     }
 
     /// The job's status for `owner`; None for an unknown or expired id, or another caller's job

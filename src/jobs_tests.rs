@@ -85,6 +85,8 @@ async fn each_caller_has_a_quota_of_unfinished_jobs() {
         jobs.create("a", p.clone(), task(&p, 10, Some(rx)))
             .expect("within quota");
     }
+    assert_eq!(jobs.check_quota("a").map_err(|e| e.code), Err("too_many_jobs"));
+    assert!(jobs.check_quota("b").is_ok());
     let p = cell();
     let e = jobs
         .create("a", p.clone(), task(&p, 10, None))
