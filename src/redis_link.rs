@@ -155,33 +155,44 @@ impl RedisLink {
 /// `text` with the password of every URL in it replaced by `****`:
 /// `redis://:pw@host:6379/0` becomes `redis://:****@host:6379/0`, `redis://user:pw@host` becomes
 /// `redis://user:****@host`, a user-info without `:` (`redis://pw@host`) is masked whole, and
-/// `pass=`/`password=` query parameters (unix-socket URLs) are masked too. Pure; any text.
+/// `pass=`/`password=` query parameters (unix-socket URLs) are masked too. It does not need a
+/// well-formed URL (a config error may quote a mangled one): whatever stands before an `@`
+/// back to a space, quote, bracket or `/` is user-info. Pure; any text.
 pub fn mask_url_secrets(text: &str) -> String {
+    let is_delimiter = |c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '/' | '"' | '\'' | '`' | ',' | '[' | ']' | '{' | '}' | '(' | ')' | '<' | '>' | '=' | '\\'
+            )
+    };
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
-        out.push_str(before);
-        // The authority ends at a path, query, fragment, quote or space.
-        let end = after
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`') || c.is_whitespace())
-            .unwrap_or(after.len());
-        match after[..end].rfind('@') {
-            Some(userinfo_end) => {
-                let userinfo = &after[..userinfo_end];
+    while !rest.is_empty() {
+        let end = rest.find(is_delimiter).unwrap_or(rest.len());
+        let segment = &rest[..end];
+        match segment.rfind('@') {
+            Some(at) if at > 0 => {
+                let userinfo = &segment[..at];
                 match userinfo.find(':') {
-                    Some(colon) => {
+                    Some(colon) if colon + 1 < userinfo.len() => {
                         out.push_str(&userinfo[..=colon]);
                         out.push_str("****");
                     }
+                    Some(_) => out.push_str(userinfo),
                     None => out.push_str("****"),
                 }
-                rest = &after[userinfo_end..];
+                out.push_str(&segment[at..]);
             }
-            None => rest = after,
+            _ => out.push_str(segment),
         }
+        // The delimiter itself (one character), if any.
+        let mut tail = rest[end..].chars();
+        if let Some(c) = tail.next() {
+            out.push(c);
+        }
+        rest = tail.as_str();
     }
-    out.push_str(rest);
     mask_query_passwords(&out)
 }
 
@@ -266,6 +277,17 @@ mod tests {
             mask_url_secrets("no urls here, 中文 ://"),
             "no urls here, 中文 ://"
         );
+        // Mangled URLs, as a config error may quote them (found by the config fuzz target).
+        for mangled in [
+            "url: 9redis: //:hunter2@127.0.0.1:6379/0",
+            "\"redis:/*a/:hunter2@127.0.0.1:6379/0\"",
+            "redis:/hunter2@h",
+            "redis://:p@hunter2@h",
+            "{ url: redis://u:hunter2@h }",
+        ] {
+            let masked = mask_url_secrets(mangled);
+            assert!(!masked.contains("hunter2"), "{mangled} gave {masked}");
+        }
     }
 
     #[test]
