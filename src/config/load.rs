@@ -65,7 +65,7 @@ pub fn parse(file: &str, text: &str) -> Result<(ServerConf, GatewayConf), Config
     let yaml_err = |e: serde_yaml::Error| ConfigError {
         file: file.to_string(),
         line: e.location().map(|l| l.line()),
-        message: mask_url_secrets(&strip_location(&e.to_string())),
+        message: mask_url_secrets(&without_string_values(&strip_location(&e.to_string()))),
     };
     let top: TopLevel = serde_yaml::from_str(text).map_err(yaml_err)?;
     let mut server: ServerConf = serde_yaml::from_str(text).map_err(yaml_err)?;
@@ -190,12 +190,11 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
     ];
     for (section, url) in redis_urls {
         if let Some(Err(e)) = url.map(|u| redis::Client::open(u.expose())) {
-            // The message is masked again by the caller: the URL's password never shows.
+            // The URL is not quoted: a malformed one may not even show where its password is.
             return Err((
                 "redis",
                 format!(
-                    "{section}.url: invalid Redis URL {url:?}: {e}; write it as redis://[:PASSWORD@]HOST:PORT/DB",
-                    url = url.map(|u| u.to_string()).unwrap_or_default()
+                    "{section}.url is not a valid Redis URL ({e}); write it as redis://[:PASSWORD@]HOST:PORT/DB"
                 ),
             ));
         }
@@ -274,6 +273,32 @@ fn strip_location(msg: &str) -> String {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
     }
+}
+
+/// Drops the quoted value from serde's `invalid type: string "..."` (and `invalid value`):
+/// the line number already points at it, and a mis-indented file can turn whole sections,
+/// Redis passwords included, into one long string that would otherwise be printed.
+fn without_string_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("string \"") {
+        out.push_str(&rest[..i]);
+        out.push_str("a string");
+        let value = &rest[i + "string \"".len()..];
+        // serde prints the value with Rust's escapes: skip to the first unescaped quote.
+        let mut escaped = false;
+        let end = value
+            .char_indices()
+            .find(|&(_, c)| {
+                let close = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                close
+            })
+            .map_or(value.len(), |(j, _)| j + 1);
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The 1-based line where `key:` first appears (outside comments), for cross-field errors.
