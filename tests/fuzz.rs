@@ -10,6 +10,8 @@ mod engine;
 mod gen;
 #[path = "fuzz/targets.rs"]
 mod targets;
+#[path = "fuzz/tokens.rs"]
+mod tokens;
 
 use engine::{corpus, fuzz, inputs};
 use proptest::prelude::*;
@@ -32,19 +34,23 @@ fn run(name: &str, strategy: impl Strategy<Value = Vec<u8>>, cases: u32, target:
 
 #[test]
 fn fuzz_request_parser() {
-    let strategy = inputs(corpus("request"), gen::REQUEST_TOKENS, gen::request_body());
+    let strategy = inputs(corpus("request"), tokens::REQUEST_TOKENS, gen::request_body());
     run("request", strategy, 1000, targets::request);
 }
 
 #[test]
 fn fuzz_wav_reader() {
-    let strategy = inputs(corpus("wav"), gen::WAV_TOKENS, gen::wav_file());
+    let strategy = inputs(corpus("wav"), tokens::WAV_TOKENS, gen::wav_file());
     run("wav", strategy, 1000, targets::wav);
 }
 
 #[test]
 fn fuzz_multipart_reader() {
-    let strategy = inputs(corpus("multipart"), gen::MULTIPART_TOKENS, gen::multipart_body());
+    let strategy = inputs(
+        corpus("multipart"),
+        tokens::MULTIPART_TOKENS,
+        gen::multipart_body(),
+    );
     run("multipart", strategy, 1000, targets::multipart);
 }
 
@@ -80,7 +86,7 @@ fn fuzz_multipart_writer_round_trips_through_the_reader() {
 fn fuzz_upstream_reader() {
     replay("upstream", targets::upstream);
     let strategy = prop_oneof![
-        1 => inputs(corpus("upstream"), gen::HTTP_TOKENS, gen::http_answer()).prop_map(|b| (b, None)),
+        1 => inputs(corpus("upstream"), tokens::HTTP_TOKENS, gen::http_answer()).prop_map(|b| (b, None)),
         1 => gen::well_formed_answer(),
     ];
     fuzz("upstream", strategy, 400, |(answer, expected)| {
@@ -91,6 +97,6 @@ fn fuzz_upstream_reader() {
 
 #[test]
 fn fuzz_config_loader() {
-    let strategy = inputs(corpus("config"), gen::YAML_TOKENS, gen::config_text());
+    let strategy = inputs(corpus("config"), tokens::YAML_TOKENS, gen::config_text());
     run("config", strategy, 500, targets::config);
 }
