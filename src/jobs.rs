@@ -1,11 +1,20 @@
 //! 202 Accepted jobs: a request that cannot start in time (or asked `Prefer: respond-async`)
 //! keeps its place and runs on; the caller polls `GET /v1/jobs/{id}`. Job ids are 128 random
-//! bits, bound to their creator (token name, or IP when anonymous). Finished jobs are kept for
-//! `jobs.keep`; at most `jobs.max` jobs are held, the oldest finished ones going first.
+//! bits, bound to their creator (token name, or IP when anonymous).
+//!
+//! Bounds, whatever callers do: each caller holds at most `jobs.max_unfinished_per_caller`
+//! unfinished jobs (429 `too_many_jobs` beyond); the store holds at most `jobs.max` jobs (503
+//! `too_many_jobs` when all are unfinished) and at most `jobs.max_bytes` of finished results.
+//! Past `max_bytes` the oldest finished results are dropped first, leaving a small tombstone so
+//! their owner is told (404 `job_expired`) rather than left guessing. Finished jobs expire
+//! `jobs.keep` after they finished. Every job is watched by a small task that learns when its
+//! synthesis ends, so expiry and eviction are queues in finish order (which is expiry order,
+//! `keep` being fixed): amortised O(1) per job, no sweep over the store.
 
 use crate::api::ApiError;
+use crate::config::JobsConf;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,21 +52,59 @@ pub enum JobStatus {
     Done(Result<Answer, ApiError>),
 }
 
+/// Bytes charged per finished job besides its WAV (id, owner, map and queue entries).
+const JOB_OVERHEAD: usize = 256;
+/// `Retry-After` of a caller over its quota of unfinished jobs.
+const QUOTA_RETRY_AFTER: u64 = 5;
+
 struct Job {
     owner: String,
     progress: Progress,
-    finished_at: Option<Instant>,
-    created: Instant,
+    /// When it expires; None while unfinished.
+    expires: Option<Instant>,
+    /// Bytes charged to the store for its result (0 while unfinished or once dropped).
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Store {
+    jobs: HashMap<String, Job>,
+    /// Finished jobs (tombstones included) in finish order, which is expiry order.
+    expiry: VecDeque<(Instant, String)>,
+    /// Finished jobs holding a WAV, oldest first; entries of jobs gone since are skipped.
+    results: VecDeque<String>,
+    /// Bytes charged for finished jobs.
+    bytes: usize,
+    /// Unfinished jobs per owner (owners with none are removed).
+    unfinished: HashMap<String, usize>,
 }
 
 pub struct Jobs {
-    jobs: Mutex<HashMap<String, Job>>,
+    store: Mutex<Store>,
     keep: Duration,
     max: usize,
+    max_bytes: usize,
+    per_caller: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whose quota a job counts against: its owner, except that anonymous IPv6 callers
+/// (`ip:ADDR`) share one quota per /64, as they share one rate limit (one host can use a whole
+/// /64). Ownership (who may read the job) stays the full address.
+fn quota_key(owner: &str) -> String {
+    match owner
+        .strip_prefix("ip:")
+        .and_then(|ip| ip.parse::<std::net::Ipv6Addr>().ok())
+    {
+        Some(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => owner.to_string(),
+    }
 }
 
 /// The status of a progress cell right now.
@@ -77,115 +124,229 @@ pub fn status_of(progress: &Progress) -> JobStatus {
 }
 
 impl Jobs {
-    pub fn new(keep: Duration, max: usize) -> Self {
+    /// Built once at startup from `jobs:`.
+    pub fn new(conf: &JobsConf) -> Self {
         Self {
-            jobs: Mutex::new(HashMap::new()),
-            keep,
-            max: max.max(1),
+            store: Mutex::new(Store::default()),
+            keep: conf.keep.0,
+            max: conf.max.max(1),
+            max_bytes: usize::try_from(conf.max_bytes.0).unwrap_or(usize::MAX),
+            per_caller: conf.max_unfinished_per_caller.max(1),
         }
     }
 
-    /// Registers a job for `owner`; its id, or 503 when the store is full of unfinished jobs.
-    pub fn create(&self, owner: &str, progress: Progress) -> Result<String, ApiError> {
-        let mut jobs = lock(&self.jobs);
-        self.sweep(&mut jobs);
-        if jobs.len() >= self.max {
-            return Err(ApiError::new(
-                503,
-                "too_many_jobs",
-                "too many jobs are pending; try again shortly",
-            )
-            .with_retry_after(5));
-        }
-        let id = format!("{:032x}", rand::random::<u128>());
-        jobs.insert(
-            id.clone(),
-            Job {
-                owner: owner.to_string(),
-                progress,
-                finished_at: None,
-                created: Instant::now(),
-            },
-        );
+    /// Registers `task` (the request's synthesis, already running) as a job of `owner`, and
+    /// watches it to learn when it ends. Its id; or 429 `too_many_jobs` when the owner already
+    /// has its quota of unfinished jobs, 503 when the store is full of unfinished jobs (the
+    /// caller then aborts the task: the request is not queued). Needs a tokio runtime.
+    pub fn create<T: Send + 'static>(
+        self: &Arc<Self>,
+        owner: &str,
+        progress: Progress,
+        task: tokio::task::JoinHandle<T>,
+    ) -> Result<String, ApiError> {
+        let id = {
+            let mut store = lock(&self.store);
+            let now = Instant::now();
+            store.expire(now);
+            let quota = quota_key(owner);
+            self.quota_left(&store, &quota)?;
+            while store.jobs.len() >= self.max {
+                if !store.drop_oldest_finished() {
+                    return Err(ApiError::new(
+                        503,
+                        "too_many_jobs",
+                        "too many jobs are pending; try again shortly",
+                    )
+                    .with_retry_after(5));
+                }
+            }
+            let id = format!("{:032x}", rand::random::<u128>());
+            store.jobs.insert(
+                id.clone(),
+                Job {
+                    owner: owner.to_string(),
+                    progress,
+                    expires: None,
+                    bytes: 0,
+                },
+            );
+            *store.unfinished.entry(quota).or_default() += 1;
+            id
+        };
+        let jobs = Arc::clone(self);
+        let watched = id.clone();
+        tokio::spawn(async move {
+            let ended = task.await;
+            jobs.finished(&watched, ended.is_err());
+        });
         Ok(id)
     }
 
-    /// The job's status for `owner`; None for an unknown or expired id, or another caller's job
-    /// (which must look exactly like an unknown one).
-    pub fn get(&self, id: &str, owner: &str) -> Option<JobStatus> {
-        let mut jobs = lock(&self.jobs);
-        self.sweep(&mut jobs);
-        let job = jobs.get_mut(id).filter(|j| j.owner == owner)?;
-        let status = status_of(&job.progress);
-        if matches!(status, JobStatus::Done(_)) && job.finished_at.is_none() {
-            job.finished_at = Some(Instant::now());
+    /// 429 `too_many_jobs` if `owner` already holds its quota of unfinished jobs. Runs before
+    /// a `Prefer: respond-async` request starts, so a refused one never reaches a backend.
+    pub fn check_quota(&self, owner: &str) -> Result<(), ApiError> {
+        let store = lock(&self.store);
+        self.quota_left(&store, &quota_key(owner))
+    }
+
+    fn quota_left(&self, store: &Store, quota: &str) -> Result<(), ApiError> {
+        let held = store.unfinished.get(quota).copied().unwrap_or(0);
+        if held < self.per_caller {
+            return Ok(());
         }
-        Some(status)
+        Err(ApiError::new(
+            429,
+            "too_many_jobs",
+            format!(
+                "you already have {held} unfinished jobs (the limit per caller); fetch their results from /v1/jobs/{{id}} before starting more"
+            ),
+        )
+        .with_retry_after(QUOTA_RETRY_AFTER))
+    }
+
+    /// The job's status for `owner`; None for an unknown or expired id, or another caller's job
+    /// (which must look exactly like an unknown one). A result dropped early to stay within
+    /// `max_bytes` is `Done(Err(404 job_expired))`.
+    pub fn get(&self, id: &str, owner: &str) -> Option<JobStatus> {
+        let mut store = lock(&self.store);
+        store.expire(Instant::now());
+        let job = store.jobs.get(id).filter(|j| j.owner == owner)?;
+        Some(status_of(&job.progress))
     }
 
     /// The job's progress cell (for a status answer), whoever owns it.
     pub fn progress(&self, id: &str) -> Option<Progress> {
-        lock(&self.jobs).get(id).map(|j| j.progress.clone())
+        lock(&self.store).jobs.get(id).map(|j| j.progress.clone())
     }
 
-    /// Drops finished jobs older than `keep`, then the oldest finished ones while over `max`.
-    fn sweep(&self, jobs: &mut HashMap<String, Job>) {
+    /// How many jobs are held, how many are unfinished, and the bytes their results take.
+    pub fn usage(&self) -> (usize, usize, usize) {
+        let store = lock(&self.store);
+        let unfinished = store.unfinished.values().sum();
+        (store.jobs.len(), unfinished, store.bytes)
+    }
+
+    /// Runs when a job's task has ended: starts its expiry clock, charges its result, and
+    /// drops the oldest results while the store is over `max_bytes`. A task that died without
+    /// recording an answer (panic, abort) becomes a 500 `internal` answer.
+    fn finished(&self, id: &str, died: bool) {
+        let mut store = lock(&self.store);
         let now = Instant::now();
-        for job in jobs.values_mut() {
-            if job.finished_at.is_none() && matches!(*lock(&job.progress), Phase::Done(_)) {
-                job.finished_at = Some(now);
+        let Some(job) = store.jobs.get_mut(id) else {
+            return;
+        };
+        let bytes = {
+            let mut phase = lock(&job.progress);
+            if died && !matches!(*phase, Phase::Done(_)) {
+                *phase = Phase::Done(Err(ApiError::new(
+                    500,
+                    "internal",
+                    "the synthesis task ended without an answer; please report it",
+                )));
+            }
+            match &*phase {
+                Phase::Done(Ok(a)) => {
+                    a.wav.len()
+                        + a.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+                        + JOB_OVERHEAD
+                }
+                _ => JOB_OVERHEAD,
+            }
+        };
+        let holds_wav = bytes > JOB_OVERHEAD;
+        let expires = now + self.keep;
+        job.expires = Some(expires);
+        job.bytes = bytes;
+        let quota = quota_key(&job.owner);
+        store.bytes += bytes;
+        store.expiry.push_back((expires, id.to_string()));
+        if holds_wav {
+            store.results.push_back(id.to_string());
+        }
+        if let Some(n) = store.unfinished.get_mut(&quota) {
+            *n -= 1;
+            if *n == 0 {
+                store.unfinished.remove(&quota);
             }
         }
-        jobs.retain(|_, j| j.finished_at.is_none_or(|t| now.duration_since(t) < self.keep));
-        while jobs.len() >= self.max {
-            let oldest = jobs
-                .iter()
-                .filter(|(_, j)| j.finished_at.is_some())
-                .min_by_key(|(_, j)| j.created)
-                .map(|(id, _)| id.clone());
-            match oldest {
-                Some(id) => jobs.remove(&id),
-                None => break,
+        while store.bytes > self.max_bytes {
+            if !store.drop_oldest_result(self.keep) {
+                break;
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Removes the jobs whose time is up (they sit at the front of `expiry`).
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.expiry.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, id)) = self.expiry.pop_front() {
+                self.remove(&id);
+            }
+        }
+        self.trim_results();
+    }
+
+    /// Pops the entries of jobs that are gone or hold no WAV off the front of `results` (in
+    /// finish order, like `expiry`), so it never outgrows the store.
+    fn trim_results(&mut self) {
+        while let Some(id) = self.results.front() {
+            if self.jobs.get(id).is_some_and(|j| j.bytes > JOB_OVERHEAD) {
+                break;
+            }
+            self.results.pop_front();
+        }
+    }
+
+    /// Removes the oldest finished job entirely (to make room for a new one); false if none.
+    fn drop_oldest_finished(&mut self) -> bool {
+        match self.expiry.pop_front() {
+            Some((_, id)) => {
+                self.remove(&id);
+                self.trim_results();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Replaces the oldest finished result with a tombstone that says so; false if none.
+    fn drop_oldest_result(&mut self, keep: Duration) -> bool {
+        while let Some(id) = self.results.pop_front() {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue; // expired already
             };
+            if job.bytes <= JOB_OVERHEAD {
+                continue;
+            }
+            let freed = job.bytes - JOB_OVERHEAD;
+            job.bytes = JOB_OVERHEAD;
+            job.progress = Arc::new(Mutex::new(Phase::Done(Err(ApiError::new(
+                404,
+                "job_expired",
+                format!(
+                    "job {id} finished, but its result was dropped early to keep the job store within jobs.max_bytes (results are kept for up to {} s, less when the store is full); send the request again",
+                    keep.as_secs()
+                ),
+            )))));
+            self.bytes -= freed;
+            return true;
+        }
+        false
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(job) = self.jobs.remove(id) {
+            self.bytes -= job.bytes;
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn done() -> Progress {
-        Arc::new(Mutex::new(Phase::Done(Ok(Answer {
-            wav: Bytes::from_static(b"RIFF"),
-            headers: vec![],
-        }))))
-    }
-
-    #[test]
-    fn jobs_belong_to_their_creator_and_expire() {
-        let jobs = Jobs::new(Duration::from_millis(50), 10);
-        let id = jobs.create("10.0.0.1", done()).expect("created");
-        assert_eq!(id.len(), 32);
-        assert!(jobs.get(&id, "10.0.0.2").is_none(), "another caller sees nothing");
-        assert!(matches!(jobs.get(&id, "10.0.0.1"), Some(JobStatus::Done(Ok(_)))));
-        std::thread::sleep(Duration::from_millis(80));
-        assert!(jobs.get(&id, "10.0.0.1").is_none(), "expired");
-    }
-
-    #[test]
-    fn the_store_is_bounded() {
-        let jobs = Jobs::new(Duration::from_secs(60), 3);
-        let queued = || Arc::new(Mutex::new(Phase::Running));
-        let first = jobs.create("a", done()).expect("1");
-        jobs.get(&first, "a");
-        jobs.create("a", queued()).expect("2");
-        jobs.create("a", queued()).expect("3");
-        jobs.create("a", queued()).expect("finished job 1 makes room");
-        assert!(jobs.get(&first, "a").is_none());
-        assert_eq!(
-            jobs.create("a", queued()).map_err(|e| e.code),
-            Err("too_many_jobs")
-        );
-    }
-}
+#[path = "jobs_tests.rs"]
+mod tests;

@@ -99,7 +99,7 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         admission,
         cache,
         Arc::new(pools),
-        Arc::new(Jobs::new(conf.jobs.keep.0, conf.jobs.max)),
+        Arc::new(Jobs::new(&conf.jobs)),
         conf.limits.clone(),
         pending_headers.clone(),
     );

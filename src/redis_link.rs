@@ -2,6 +2,11 @@
 //! every few seconds while Redis is down), bounds every round trip by a short timeout, and
 //! reports failures so the caller can go on without Redis. Shared by the features that keep
 //! state in Redis (rate limits now; the cache tier and locks later).
+//!
+//! Redis URLs may carry a password (`redis://:PASSWORD@host:6379/0`, or `?pass=` on a unix
+//! socket URL). [`mask_url_secrets`] masks them in any text; every message that could contain a
+//! URL (invalid URLs, connection errors, config errors) goes through it, so a password never
+//! reaches a log line, a `cosygate -t` message or an answer.
 
 use log::warn;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -28,7 +33,9 @@ pub struct RedisLink {
 impl RedisLink {
     /// Checks the URL; does not connect yet. `what` names the user in logs and metrics.
     pub fn new(url: &str, timeout: Duration, what: &'static str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL {url:?}: {e}"))?;
+        // The URL is not quoted: a malformed one may not show where its password is.
+        let client = redis::Client::open(url)
+            .map_err(|e| mask_url_secrets(&format!("{what}: not a valid Redis URL: {e}")))?;
         Ok(Self {
             client,
             timeout,
@@ -139,9 +146,81 @@ impl RedisLink {
         if let Ok(mut last) = self.last_warning.lock() {
             if last.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
                 *last = Some(now);
+                let why = mask_url_secrets(why);
                 warn!("redis ({}): {why}; going on without Redis", self.what);
             }
         }
+    }
+}
+
+/// `text` with the password of every URL in it replaced by `****`:
+/// `redis://:pw@host:6379/0` becomes `redis://:****@host:6379/0`, `redis://user:pw@host` becomes
+/// `redis://user:****@host`, a user-info without `:` (`redis://pw@host`) is masked whole, and
+/// `pass=`/`password=` query parameters (unix-socket URLs) are masked too. It does not need a
+/// well-formed URL (a config error may quote a mangled one): whatever stands before an `@`
+/// back to a space, quote, bracket or `/` is user-info. Pure; any text.
+pub fn mask_url_secrets(text: &str) -> String {
+    let is_delimiter = |c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '/' | '"' | '\'' | '`' | ',' | '[' | ']' | '{' | '}' | '(' | ')' | '<' | '>' | '=' | '\\'
+            )
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find(is_delimiter).unwrap_or(rest.len());
+        let segment = &rest[..end];
+        match segment.rfind('@') {
+            Some(at) if at > 0 => {
+                let userinfo = &segment[..at];
+                match userinfo.find(':') {
+                    Some(colon) if colon + 1 < userinfo.len() => {
+                        out.push_str(&userinfo[..=colon]);
+                        out.push_str("****");
+                    }
+                    Some(_) => out.push_str(userinfo),
+                    None => out.push_str("****"),
+                }
+                out.push_str(&segment[at..]);
+            }
+            _ => out.push_str(segment),
+        }
+        // The delimiter itself (one character), if any.
+        let mut tail = rest[end..].chars();
+        if let Some(c) = tail.next() {
+            out.push(c);
+        }
+        rest = tail.as_str();
+    }
+    mask_query_passwords(&out)
+}
+
+/// Masks the values of `pass=` and `password=` query parameters.
+fn mask_query_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let found = ["pass=", "password="]
+            .iter()
+            .filter_map(|key| {
+                rest.match_indices(key)
+                    .find(|(i, _)| *i > 0 && matches!(rest.as_bytes()[i - 1], b'?' | b'&'))
+                    .map(|(i, _)| (i, key.len()))
+            })
+            .min();
+        let Some((i, key_len)) = found else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..i + key_len]);
+        let value = &rest[i + key_len..];
+        let end = value
+            .find(|c: char| matches!(c, '&' | '#' | '"' | '\'' | '`') || c.is_whitespace())
+            .unwrap_or(value.len());
+        out.push_str("****");
+        rest = &value[end..];
     }
 }
 
@@ -168,5 +247,56 @@ impl ToQuery for redis::Pipeline {
         conn: &mut ConnectionManager,
     ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
         self.query_async(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        for (url, masked) in [
+            ("redis://:pw@127.0.0.1:6379/0", "redis://:****@127.0.0.1:6379/0"),
+            ("redis://user:p%40ss@host/1", "redis://user:****@host/1"),
+            ("rediss://secret@host", "rediss://****@host"),
+            ("redis://a:b@c@host:1", "redis://a:****@host:1"),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis+unix:///run/r.sock?db=1&pass=pw",
+                "redis+unix:///run/r.sock?db=1&pass=****",
+            ),
+            ("unix:///s?password=pw#x", "unix:///s?password=****#x"),
+        ] {
+            assert_eq!(mask_url_secrets(url), masked);
+        }
+        let text = "invalid type: string \"redis://:hunter2@h:1/0\", then redis://x:y@z and bypass=1";
+        let masked = mask_url_secrets(text);
+        assert!(!masked.contains("hunter2") && !masked.contains(":y@"), "{masked}");
+        assert!(masked.ends_with("bypass=1"), "{masked}");
+        assert_eq!(
+            mask_url_secrets("no urls here, 中文 ://"),
+            "no urls here, 中文 ://"
+        );
+        // Mangled URLs, as a config error may quote them (found by the config fuzz target).
+        for mangled in [
+            "url: 9redis: //:hunter2@127.0.0.1:6379/0",
+            "\"redis:/*a/:hunter2@127.0.0.1:6379/0\"",
+            "redis:/hunter2@h",
+            "redis://:p@hunter2@h",
+            "{ url: redis://u:hunter2@h }",
+        ] {
+            let masked = mask_url_secrets(mangled);
+            assert!(!masked.contains("hunter2"), "{mangled} gave {masked}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_url_error_does_not_show_the_password() {
+        let err = RedisLink::new("redis://:hunter2@[bad", Duration::from_millis(10), "test")
+            .err()
+            .expect("invalid");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("not a valid Redis URL"), "{err}");
     }
 }

@@ -114,3 +114,74 @@ fn the_gateway_refuses_to_start_on_a_bad_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Redis passwords never reach `cosygate -t`'s output, whatever is wrong with the file: a URL
+/// where a section belongs, a URL the client cannot read, a URL given to the wrong key.
+#[test]
+fn redis_passwords_never_appear_in_config_messages() {
+    const PW: &str = "hunter2Secret";
+    let with = |section: &str| format!("{GOOD}{section}");
+    for (what, yaml, expected) in [
+        (
+            "a URL where the section belongs",
+            with("  rate_limit:\n    store: redis\n    redis: \"redis://:hunter2Secret@127.0.0.1:6379/0\"\n"),
+            "cosygate.yaml:14: cosygate.rate_limit.redis: invalid type: a string, expected struct RedisConf",
+        ),
+        (
+            "an unreadable URL",
+            with("  cache:\n    redis: { url: \"redis://:hunter2Secret@[::1:6379/0\" }\n"),
+            "cosygate.yaml:13: cache.redis.url is not a valid Redis URL (",
+        ),
+        (
+            "a URL given as the store",
+            with("  rate_limit:\n    store: \"redis://user:hunter2Secret@h:1/0\"\n"),
+            "unknown variant `redis://user:****@h:1/0`",
+        ),
+    ] {
+        let (code, out) = check_config(&yaml);
+        assert_ne!(code, 0, "{what}: {out}");
+        assert!(!out.contains(PW), "{what}: the password shows: {out}");
+        assert!(out.contains(expected), "{what}: {out}");
+    }
+    // A good file with a password passes, and says nothing of it.
+    let (code, out) = check_config(&with(
+        "  rate_limit:\n    store: redis\n    redis: { url: \"redis://:hunter2Secret@127.0.0.1:1/0\" }\n",
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(PW), "{out}");
+}
+
+/// `cosygate -t` refuses a fallback command where the request text could be read as an option
+/// (or run as code), pointing at the line and saying what to write; the safe forms pass.
+#[test]
+fn a_fallback_command_that_could_read_the_text_as_an_option_is_refused() {
+    let with = |command: &str| format!("{GOOD}  fallback:\n    command: {command}\n");
+    for (command, says) in [
+        (
+            r#"["espeak-ng", "-v", "en-us", "-w", "{out}", "{text}"]"#,
+            "cosygate.yaml:13: fallback.command: {text} in \"{text}\" is not safe: a text starting with '-' would be read as an option",
+        ),
+        (
+            r#"["espeak-ng", "-w", "{out}", "-f", "{text}"]"#,
+            "is not safe",
+        ),
+        (
+            r#"["sh", "-c", "espeak-ng -w {out} '{text}'"]"#,
+            "sh runs its arguments as code",
+        ),
+        (r#"["espeak-ng", "--stdin"]"#, "cosygate.yaml:13: fallback.command has no {out} argument"),
+    ] {
+        let (code, out) = check_config(&with(command));
+        assert_ne!(code, 0, "{command}: {out}");
+        assert!(out.contains(says), "{command}: expected {says:?} in {out}");
+        assert!(out.contains("--stdin") || says.contains("{out}"), "says what to write: {out}");
+    }
+    for command in [
+        r#"["espeak-ng", "-v", "en-us", "-w", "{out}", "--stdin"]"#,
+        r#"["espeak-ng", "-w", "{out}", "--", "{text}"]"#,
+        r#"["piper", "--output_file={out}", "--text={text}"]"#,
+    ] {
+        let (code, out) = check_config(&with(command));
+        assert_eq!(code, 0, "{command}: {out}");
+    }
+}

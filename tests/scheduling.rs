@@ -698,7 +698,7 @@ async fn a_circuit_breaker_opens_probes_once_and_closes_or_reopens() {
 // 5. Fallback
 
 const ESPEAK: &str =
-    "  fallback:\n    command: [\"espeak-ng\", \"-v\", \"en-us\", \"-w\", \"{out}\", \"{text}\"]\n";
+    "  fallback:\n    command: [\"espeak-ng\", \"-v\", \"en-us\", \"-w\", \"{out}\", \"--stdin\"]\n";
 
 async fn wait_health(gw: &Gateway, status: u16, word: &str) {
     eventually(Duration::from_secs(10), "every backend marked down", || async {

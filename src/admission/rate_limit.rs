@@ -99,7 +99,9 @@ impl RateLimits {
     /// Builds the buckets for the per-IP policy and every token that has its own.
     pub fn new(conf: &RateLimitConf, token_buckets: &[(String, BucketConf)]) -> Result<Self, String> {
         let redis = match (conf.store, &conf.redis) {
-            (RateLimitStore::Redis, Some(r)) => Some(RedisLink::new(&r.url, r.timeout.0, "rate_limit")?),
+            (RateLimitStore::Redis, Some(r)) => {
+                Some(RedisLink::new(r.url.expose(), r.timeout.0, "rate_limit")?)
+            }
             _ => None,
         };
         let local_tokens = token_buckets

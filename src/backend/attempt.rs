@@ -18,6 +18,8 @@ pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most bytes of a non-200 answer kept (for the log); the rest is not read.
 pub const ERROR_BODY_MAX: usize = 8 * 1024;
+/// Most informational (1xx) answers skipped before the final one.
+const MAX_INFORMATIONAL: usize = 4;
 
 /// Why an attempt did not produce audio. Everything but `Rejected` may succeed elsewhere.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,11 +137,23 @@ async fn exchange(
             .await
             .map_err(|e| AttemptError::Connect(e.to_string()))?;
         let header = request_header(addr, req, request_id)?;
-        let sent = async {
+        let sent: pingora::Result<()> = async {
             session.write_request_header(header).await?;
             session.write_request_body(req.body.clone(), true).await?;
             session.finish_request_body().await?;
-            session.read_response_header().await
+            session.read_response_header().await?;
+            // 1xx answers (100 Continue, 103 Early Hints) precede the real one; reading the
+            // body of one makes Pingora's client panic (found by fuzzing), so skip a few.
+            for _ in 0..MAX_INFORMATIONAL {
+                if !session
+                    .response_header()
+                    .is_some_and(|h| h.status.is_informational())
+                {
+                    break;
+                }
+                session.read_response_header().await?;
+            }
+            Ok(())
         }
         .await;
         if let Err(e) = sent {
@@ -149,6 +163,12 @@ async fn exchange(
             return Err(AttemptError::Connect(e.to_string()));
         }
         let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(0);
+        if status < 200 {
+            return Err(AttemptError::Status {
+                status,
+                detail: "no final answer after several informational (1xx) ones".into(),
+            });
+        }
         let declared = session
             .response_header()
             .and_then(|h| h.headers.get(http::header::CONTENT_LENGTH))

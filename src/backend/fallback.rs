@@ -1,7 +1,11 @@
 //! The fallback voice: a local engine (espeak-ng by default) run as a subprocess when no backend
-//! can serve. Its argv comes from the config and is never passed through a shell; `{out}` becomes
-//! a fresh temp WAV path and `{text}` the text (a separate argument, so no quoting issues). At
-//! most `concurrency` processes run at once, each killed after `timeout`. The WAV it writes is
+//! can serve. Its argv comes from the config and is never passed through a shell. Placeholders:
+//! `{out}` becomes a fresh temp WAV path (always absolute, so never an option); the request text
+//! is always written to the engine's **stdin** (espeak-ng reads it with `--stdin`), and `{text}`
+//! in an argument is allowed only where it cannot be read as an option, a file name or code (see
+//! [`check_command`]): as a whole argument after a `--` end-of-options argument, or after the
+//! `=` of a `--name=` argument. `cosygate -t` refuses any other placement. At most
+//! `concurrency` processes run at once, each killed after `timeout`. The WAV it writes is
 //! checked like any backend answer. The answer is marked `X-Degraded: fallback`.
 
 use crate::api::{wav, ApiError};
@@ -9,10 +13,88 @@ use crate::config::FallbackConf;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
+
+/// Programs that run their arguments as code (`sh -c '... {text}'`): `--name={text}` is not
+/// safe with them, only a whole `{text}` after `--` (a positional parameter) or stdin.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox", "env", "xargs",
+    "python", "python3", "perl", "ruby", "node", "php", "lua", "awk", "gawk",
+];
+
+/// Checks where `{text}` and `{out}` stand in a fallback argv; the error says what to write
+/// instead. Runs at config load (`cosygate -t`) and again when the fallback is built.
+pub fn check_command(argv: &[String]) -> Result<(), String> {
+    const FIX: &str = "the text arrives on stdin: use [\"espeak-ng\", \"-v\", \"en-us\", \"-w\", \"{out}\", \"--stdin\"], or put {text} as a whole argument after \"--\"";
+    let Some((program, args)) = argv.split_first() else {
+        return Err("fallback.command is empty".into());
+    };
+    if program.contains("{text}") || program.contains("{out}") {
+        return Err(format!(
+            "fallback.command: the program {program:?} cannot contain a placeholder"
+        ));
+    }
+    if !args.iter().any(|a| a.contains("{out}")) {
+        return Err(
+            "fallback.command has no {out} argument: the engine must write its WAV there (espeak-ng: -w {out})"
+                .into(),
+        );
+    }
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let interpreter = INTERPRETERS.contains(&name)
+        || INTERPRETERS.iter().any(|i| {
+            name.strip_prefix(i)
+                .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        });
+    let mut after_end_of_options = false;
+    for arg in args {
+        if arg == "--" {
+            after_end_of_options = true;
+            continue;
+        }
+        if !arg.contains("{text}") {
+            continue;
+        }
+        if arg == "{text}" && after_end_of_options {
+            continue;
+        }
+        if !interpreter && !after_end_of_options && is_long_option_value(arg) {
+            continue;
+        }
+        let why = if interpreter {
+            format!("{name} runs its arguments as code")
+        } else if arg == "{text}" {
+            "a text starting with '-' would be read as an option (\"-f/etc/passwd\" reads that file)".into()
+        } else {
+            "only \"--name={text}\" or a whole {text} after \"--\" keeps the text from being read as an option".into()
+        };
+        return Err(format!(
+            "fallback.command: {{text}} in {arg:?} is not safe: {why}; {FIX}"
+        ));
+    }
+    Ok(())
+}
+
+/// `--name=...{text}...`: the text is inside the value of a long option, after its `=`.
+fn is_long_option_value(arg: &str) -> bool {
+    let Some((name, value)) = arg.split_once('=') else {
+        return false;
+    };
+    let Some(name) = name.strip_prefix("--") else {
+        return false;
+    };
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && value.contains("{text}")
+}
 
 pub struct Fallback {
     argv: Vec<String>,
+    /// Why the argv is refused, if it is (normally caught by `cosygate -t` already).
+    unsafe_command: Option<String>,
     permits: Semaphore,
     timeout: Duration,
     /// Whether fallback audio may be cached (`fallback.cache`).
@@ -29,16 +111,19 @@ impl Drop for TempWav {
 }
 
 impl Fallback {
+    /// Built once at startup from `fallback:`.
     pub fn new(conf: &FallbackConf) -> Self {
         Self {
             argv: conf.command.0.clone(),
+            unsafe_command: check_command(&conf.command.0).err(),
             permits: Semaphore::new(conf.concurrency.max(1)),
             timeout: conf.timeout.0,
             cacheable: conf.cache,
         }
     }
 
-    /// Speaks `text`, or says why the fallback could not.
+    /// Speaks `text` (already validated), or says why the fallback could not. Runs the engine
+    /// with the text on stdin; never passes it through a shell or where it could be an option.
     pub async fn speak(&self, text: &str) -> Result<Bytes, ApiError> {
         let fail = |why: String| {
             ApiError::new(
@@ -47,11 +132,15 @@ impl Fallback {
                 format!("no backend could serve and the fallback voice failed: {why}"),
             )
         };
+        if let Some(why) = &self.unsafe_command {
+            return Err(fail(format!("it is configured unsafely ({why})")));
+        }
         let _permit = self.permits.acquire().await.map_err(|e| fail(e.to_string()))?;
         let out = TempWav(
             std::env::temp_dir().join(format!("cosygate-fallback-{:032x}.wav", rand::random::<u128>())),
         );
         let out_str = out.0.to_string_lossy().into_owned();
+        // `{out}` first, then `{text}`: a text containing "{out}" stays text.
         let args: Vec<String> = self
             .argv
             .iter()
@@ -60,12 +149,21 @@ impl Fallback {
         let (program, rest) = args.split_first().ok_or_else(|| fail("empty command".into()))?;
         let mut child = tokio::process::Command::new(program)
             .args(rest)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| fail(format!("cannot run {program}: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // Written beside the wait: an engine that does not read stdin must not block us
+            // (the write then fails with a broken pipe, which is fine).
+            let input = text.as_bytes().to_vec();
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&input).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
         let status = match tokio::time::timeout(self.timeout, child.wait()).await {
             Ok(Ok(status)) => status,
             Ok(Err(e)) => return Err(fail(e.to_string())),
@@ -92,23 +190,76 @@ mod tests {
     use super::*;
     use crate::config::{ConfDuration, NonEmpty};
 
-    fn conf(argv: &[&str]) -> FallbackConf {
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn conf(a: &[&str]) -> FallbackConf {
         FallbackConf {
-            command: NonEmpty(argv.iter().map(|s| s.to_string()).collect()),
+            command: NonEmpty(argv(a)),
             concurrency: 1,
             timeout: ConfDuration(Duration::from_millis(500)),
             cache: false,
         }
     }
 
+    #[test]
+    fn text_may_stand_only_where_it_cannot_be_an_option() {
+        for ok in [
+            &["espeak-ng", "-v", "en-us", "-w", "{out}", "--stdin"][..],
+            &["espeak-ng", "-w", "{out}", "--", "{text}"],
+            &["piper", "--output_file={out}", "--text={text}"],
+            &["engine", "--out", "{out}", "--say=<speak>{text}</speak>"],
+            &["sh", "-c", "engine -w \"$0\" -- \"$1\"", "{out}", "--", "{text}"],
+        ] {
+            assert_eq!(check_command(&argv(ok)), Ok(()), "{ok:?}");
+        }
+        for (bad, says) in [
+            (
+                &["espeak-ng", "-v", "en-us", "-w", "{out}", "{text}"][..],
+                "read as an option",
+            ),
+            (
+                &["espeak-ng", "-w", "{out}", "-f{text}"],
+                "only \"--name={text}\"",
+            ),
+            (&["espeak-ng", "-w", "{out}", "x{text}"], "only \"--name={text}\""),
+            (
+                &["espeak-ng", "-w", "{out}", "--text", "{text}"],
+                "read as an option",
+            ),
+            (
+                &["espeak-ng", "-w", "{out}", "--={text}"],
+                "only \"--name={text}\"",
+            ),
+            (
+                &["sh", "-c", "espeak-ng -w {out} {text}"],
+                "sh runs its arguments as code",
+            ),
+            (
+                &["/bin/bash", "-c", "--x={text}", "{out}"],
+                "bash runs its arguments as code",
+            ),
+            (
+                &["python3.11", "-c", "{text}", "{out}"],
+                "python3.11 runs its arguments as code",
+            ),
+            (&["{text}", "{out}"], "cannot contain a placeholder"),
+            (&["espeak-ng", "--stdin"], "no {out} argument"),
+        ] {
+            let e = check_command(&argv(bad)).expect_err("refused");
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
     #[tokio::test]
     async fn failures_are_clear_errors() {
-        let e = Fallback::new(&conf(&["/nonexistent/voice"]))
+        let e = Fallback::new(&conf(&["/nonexistent/voice", "{out}"]))
             .speak("hi")
             .await
             .expect_err("missing program");
         assert_eq!((e.status, e.code), (502, "fallback_failed"));
-        let e = Fallback::new(&conf(&["sleep", "5"]))
+        let e = Fallback::new(&conf(&["sh", "-c", "sleep 5", "{out}"]))
             .speak("hi")
             .await
             .expect_err("too slow");
@@ -118,19 +269,40 @@ mod tests {
             .await
             .expect_err("bad wav");
         assert!(e.message.contains("not valid"), "{}", e.message);
+        let e = Fallback::new(&conf(&["espeak-ng", "-w", "{out}", "{text}"]))
+            .speak("-f/etc/hostname")
+            .await
+            .expect_err("an unsafe command never runs");
+        assert!(e.message.contains("configured unsafely"), "{}", e.message);
     }
 
     #[tokio::test]
-    async fn the_text_is_one_argument_never_shell_code() {
-        // `sh -c 'script' {out} {text}`: the script sees the text only as $1.
-        let script = "printf 'RIFF' > \"$0\"; [ \"$1\" = 'a; rm -rf / #' ] || exit 3";
-        let e = Fallback::new(&conf(&["sh", "-c", script, "{out}", "{text}"]))
-            .speak("a; rm -rf / #")
+    async fn the_text_arrives_on_stdin_as_it_is() {
+        // The script fails unless stdin holds exactly the text; the WAV check then fails on
+        // purpose ("not valid"), which proves the script got that far.
+        let text = "-f /etc/hostname; rm -rf / # $(id) `id`";
+        let script =
+            "printf 'RIFF' > \"$0\"; [ \"$(cat)\" = '-f /etc/hostname; rm -rf / # $(id) `id`' ] || exit 3";
+        let e = Fallback::new(&conf(&["sh", "-c", script, "{out}"]))
+            .speak(text)
             .await
             .expect_err("not a wav");
         assert!(
             e.message.contains("not valid"),
-            "the script ran with the text as one argument: {}",
+            "stdin held the text as is: {}",
+            e.message
+        );
+        // The same text after "--" is one positional argument, never shell code.
+        // (`sh -c SCRIPT A B C`: A is $0, the "--" is $1, the text $2.)
+        let script =
+            "printf 'RIFF' > \"$0\"; [ \"$2\" = '-f /etc/hostname; rm -rf / # $(id) `id`' ] || exit 3";
+        let e = Fallback::new(&conf(&["sh", "-c", script, "{out}", "--", "{text}"]))
+            .speak(text)
+            .await
+            .expect_err("not a wav");
+        assert!(
+            e.message.contains("not valid"),
+            "$2 held the text as is: {}",
             e.message
         );
     }

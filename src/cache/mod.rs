@@ -65,7 +65,7 @@ impl Cache {
         };
         let redis = match &conf.redis {
             Some(r) => Some(Arc::new(RedisTier::new(
-                RedisLink::new(&r.url, r.timeout.0, "cache")?,
+                RedisLink::new(r.url.expose(), r.timeout.0, "cache")?,
                 ttl,
                 r.max_value.0,
             ))),

@@ -2,6 +2,7 @@
 //! the cross-field checks, and errors of the form `file:line: what is wrong`.
 
 use super::schema::GatewayConf;
+use crate::redis_link::mask_url_secrets;
 use pingora::server::configuration::ServerConf;
 use serde::Deserialize;
 use std::fmt;
@@ -16,6 +17,7 @@ pub struct Config {
 }
 
 /// A configuration error, printed as `file:line: message` (or `file: message` without a line).
+/// Passwords in URLs are masked in the message (`redis://:****@host`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
@@ -45,7 +47,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let err = |line: Option<usize>, message: String| ConfigError {
         file: file.clone(),
         line,
-        message,
+        message: mask_url_secrets(&message),
     };
     let raw = std::fs::read_to_string(path)
         .map_err(|e| err(None, format!("cannot read the configuration file: {e}")))?;
@@ -63,20 +65,20 @@ pub fn parse(file: &str, text: &str) -> Result<(ServerConf, GatewayConf), Config
     let yaml_err = |e: serde_yaml::Error| ConfigError {
         file: file.to_string(),
         line: e.location().map(|l| l.line()),
-        message: strip_location(&e.to_string()),
+        message: mask_url_secrets(&without_string_values(&strip_location(&e.to_string()))),
     };
     let top: TopLevel = serde_yaml::from_str(text).map_err(yaml_err)?;
     let mut server: ServerConf = serde_yaml::from_str(text).map_err(yaml_err)?;
     server = server.validate().map_err(|e| ConfigError {
         file: file.to_string(),
         line: None,
-        message: format!("invalid Pingora server setting: {e}"),
+        message: mask_url_secrets(&format!("invalid Pingora server setting: {e}")),
     })?;
     let gateway = top.cosygate;
     check_gateway(&gateway).map_err(|(key, message)| ConfigError {
         file: file.to_string(),
         line: line_of_key(text, key),
-        message,
+        message: mask_url_secrets(&message),
     })?;
     apply_server_defaults(text, &mut server);
     Ok((server, gateway))
@@ -160,6 +162,40 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
             return Err((
                 "allow_anonymous",
                 "allow_anonymous is false but no tokens are defined: nobody could call".into(),
+            ));
+        }
+    }
+    if g.jobs.max == 0 || g.jobs.max_bytes.0 == 0 || g.jobs.max_unfinished_per_caller == 0 {
+        return Err((
+            "jobs",
+            "jobs.max, jobs.max_bytes and jobs.max_unfinished_per_caller must be greater than zero".into(),
+        ));
+    }
+    if let Some(f) = &g.fallback {
+        crate::backend::fallback::check_command(&f.command.0).map_err(|e| ("command", e))?;
+    }
+    let redis_urls = [
+        (
+            "rate_limit.redis",
+            g.rate_limit
+                .as_ref()
+                .and_then(|r| r.redis.as_ref())
+                .map(|r| &r.url),
+        ),
+        (
+            "cache.redis",
+            g.cache.as_ref().and_then(|c| c.redis.as_ref()).map(|r| &r.url),
+        ),
+        ("supervisor.redis", g.supervisor.redis.as_ref().map(|r| &r.url)),
+    ];
+    for (section, url) in redis_urls {
+        if let Some(Err(e)) = url.map(|u| redis::Client::open(u.expose())) {
+            // The URL is not quoted: a malformed one may not even show where its password is.
+            return Err((
+                "redis",
+                format!(
+                    "{section}.url is not a valid Redis URL ({e}); write it as redis://[:PASSWORD@]HOST:PORT/DB"
+                ),
             ));
         }
     }
@@ -265,6 +301,32 @@ fn strip_location(msg: &str) -> String {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
     }
+}
+
+/// Drops the quoted value from serde's `invalid type: string "..."` (and `invalid value`):
+/// the line number already points at it, and a mis-indented file can turn whole sections,
+/// Redis passwords included, into one long string that would otherwise be printed.
+fn without_string_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("string \"") {
+        out.push_str(&rest[..i]);
+        out.push_str("a string");
+        let value = &rest[i + "string \"".len()..];
+        // serde prints the value with Rust's escapes: skip to the first unescaped quote.
+        let mut escaped = false;
+        let end = value
+            .char_indices()
+            .find(|&(_, c)| {
+                let close = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                close
+            })
+            .map_or(value.len(), |(j, _)| j + 1);
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The 1-based line where `key:` first appears (outside comments), for cross-field errors.

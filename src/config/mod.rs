@@ -9,6 +9,6 @@ mod load;
 pub mod schema;
 pub mod units;
 
-pub use load::{load, Config, ConfigError};
+pub use load::{load, parse, substitute_env, Config, ConfigError};
 pub use schema::*;
 pub use units::{ByteSize, ConfDuration};

@@ -210,7 +210,7 @@ fn default_disk_max() -> ByteSize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheRedisConf {
-    pub url: String,
+    pub url: RedisUrl,
     /// Longest wait for one Redis round trip before going on without it.
     #[serde(default = "default_redis_timeout")]
     pub timeout: ConfDuration,
@@ -279,10 +279,35 @@ pub enum RateLimitStore {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConf {
-    pub url: String,
+    pub url: RedisUrl,
     /// Longest wait for one Redis round trip before going on without it.
     #[serde(default = "default_redis_timeout")]
     pub timeout: ConfDuration,
+}
+
+/// A Redis URL. It may carry a password, so `Debug` and `Display` mask it
+/// (`redis://:****@host:6379/0`); [`RedisUrl::expose`] gives the real one, to connect with.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL with its password, for `redis::Client::open` only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::redis_link::mask_url_secrets(&self.0))
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::redis_link::mask_url_secrets(&self.0))
+    }
 }
 
 fn default_redis_timeout() -> ConfDuration {
@@ -434,7 +459,8 @@ impl Default for BreakerConf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConf {
-    /// argv (no shell); `{out}` is replaced by the output WAV path, `{text}` by the text.
+    /// argv (no shell); `{out}` is replaced by the output WAV path. The text arrives on stdin;
+    /// `{text}` may stand only after `--` or as `--name={text}` (see `backend::fallback`).
     pub command: NonEmpty<String>,
     /// Most fallback processes at once.
     #[serde(default = "default_fallback_concurrency")]
@@ -463,6 +489,11 @@ pub struct JobsConf {
     pub keep: ConfDuration,
     /// Most jobs kept at once (queued, running and finished); the oldest finished go first.
     pub max: usize,
+    /// Most bytes of finished results held; past it the oldest results are dropped (their
+    /// owners get 404 `job_expired`).
+    pub max_bytes: ByteSize,
+    /// Most unfinished jobs one caller (token, or IP when anonymous) may hold (429 beyond).
+    pub max_unfinished_per_caller: usize,
 }
 
 impl Default for JobsConf {
@@ -470,6 +501,8 @@ impl Default for JobsConf {
         Self {
             keep: ConfDuration(Duration::from_secs(600)),
             max: 10_000,
+            max_bytes: ByteSize(256 << 20),
+            max_unfinished_per_caller: 32,
         }
     }
 }

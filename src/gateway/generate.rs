@@ -94,9 +94,12 @@ impl Gateway {
             request_id: ctx.request_id.clone(),
             progress: progress.clone(),
         };
+        let respond_async = header_has(session, http::HeaderName::from_static("prefer"), b"respond-async");
+        if respond_async {
+            self.jobs.check_quota(&caller.owner())?; // over it, nothing starts
+        }
         let mut task = tokio::spawn(produce(work));
         let mut guard = AbortUnlessJob(Some(task.abort_handle()));
-        let respond_async = header_has(session, http::HeaderName::from_static("prefer"), b"respond-async");
         if !respond_async {
             // Wait for the answer; once async_after has passed, a request still queued becomes
             // a job (checked again every 50 ms: a retry can queue again).
@@ -126,7 +129,7 @@ impl Gateway {
                 }
             }
         }
-        let id = self.jobs.create(&caller.owner(), progress.clone())?;
+        let id = self.jobs.create(&caller.owner(), progress.clone(), task)?;
         guard.0 = None; // the job owns the task now
         self.send_job_status(session, ctx, 202, &id, &progress).await;
         Ok(())

@@ -36,7 +36,7 @@ pub struct RestartLock {
 impl RestartLock {
     pub fn new(conf: &RedisConf) -> Result<Self, String> {
         Ok(Self {
-            link: RedisLink::new(&conf.url, conf.timeout.0, "restart_lock")?,
+            link: RedisLink::new(conf.url.expose(), conf.timeout.0, "restart_lock")?,
             id: format!("{:032x}", rand::random::<u128>()),
         })
     }
