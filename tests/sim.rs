@@ -649,3 +649,59 @@ async fn restarts_on_the_same_port() {
     assert_eq!(again.addr(), addr);
     assert_eq!(again.stats().await["requests"], 0);
 }
+
+#[tokio::test]
+async fn speakers_come_from_the_flag_and_cosyvoice3_ships_none() {
+    let c = client(Duration::from_secs(10));
+    let sft = |sim: &Sim, spk: &str| {
+        c.post(sim.url("/inference_sft"))
+            .multipart(form(&[("tts_text", "Hi."), ("spk_id", spk)], None))
+            .send()
+    };
+    // CosyVoice3 without --speakers: every sft is 200 then cut, as the real server does.
+    let v3 = Sim::start(&["--model", "cosyvoice3", "--rtf", "0.01", "--first-chunk-ms", "5"]);
+    let resp = sft(&v3, "中文女").await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.is_err(), "no preset speakers: the body is cut");
+    // CosyVoice2 has its seven presets; --speakers replaces them.
+    let v2 = Sim::start(&["--model", "cosyvoice2", "--rtf", "0.01", "--first-chunk-ms", "5"]);
+    let resp = sft(&v2, "中文女").await.expect("answer");
+    assert!(!resp.bytes().await.expect("complete").is_empty());
+    let mine = Sim::start(&[
+        "--speakers",
+        "alice,bob",
+        "--rtf",
+        "0.01",
+        "--first-chunk-ms",
+        "5",
+    ]);
+    let resp = sft(&mine, "bob").await.expect("answer");
+    assert!(!resp.bytes().await.expect("complete").is_empty());
+    let resp = sft(&mine, "中文女").await.expect("answer");
+    assert!(resp.bytes().await.is_err(), "not in --speakers: cut");
+}
+
+#[tokio::test]
+async fn the_endless_fault_streams_audio_until_the_client_stops_reading() {
+    let sim = Sim::start(FAST);
+    sim.fault("endless", 1).await;
+    let c = client(Duration::from_secs(10));
+    let mut resp = c
+        .post(sim.url("/inference_sft"))
+        .multipart(form(&[("tts_text", "Hi."), ("spk_id", "中文女")], None))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    let mut read = 0usize;
+    while read < 50 << 20 {
+        let chunk = resp.chunk().await.expect("no error").expect("never ends");
+        read += chunk.len();
+    }
+    assert_eq!(sim.stats().await["inflight"], 1, "the runaway holds its GPU slot");
+    drop(resp);
+    sim.wait_stats(Duration::from_secs(5), "the slot to be freed", |s| {
+        s["inflight"] == 0
+    })
+    .await;
+}

@@ -58,9 +58,7 @@ impl AttemptError {
             AttemptError::TooLarge { .. } => "too_large",
         }
     }
-}
 
-impl AttemptError {
     /// What a client may be told: the kind of failure, never the backend's own words or
     /// addresses (those go to the log with the request id).
     pub fn summary(&self) -> String {
