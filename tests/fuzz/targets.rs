@@ -220,7 +220,15 @@ pub fn upstream_with(answer: &[u8], expected: Option<&[u8]>) {
     let result = runtime().block_on(async {
         let addr = fake_backend(answer.to_vec()).await?;
         Ok::<_, std::io::Error>(
-            attempt::send(connector, addr, &request, "fuzz", Duration::from_secs(5), MAX_BODY).await,
+            attempt::send(
+                connector,
+                addr,
+                &request,
+                "fuzz",
+                Duration::from_secs(5),
+                MAX_BODY,
+            )
+            .await,
         )
     });
     let Ok(result) = result else {
