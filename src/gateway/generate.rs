@@ -36,11 +36,20 @@ fn header_has(session: &Session, name: http::HeaderName, token: &[u8]) -> bool {
 
 impl Gateway {
     fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
+        // Never guessed: a request we cannot attribute is refused (the connection guard
+        // already closes such connections; this is the second lock).
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
-            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            .ok_or_else(|| {
+                ApiError::new(
+                    403,
+                    "no_client_address",
+                    "the gateway cannot tell this connection's address; connect over TCP",
+                )
+                .closing()
+            })?;
         let caller = self.admission.identify(peer, &session.req_header().headers)?;
         ctx.client = Some(caller.ip);
         Ok(caller)

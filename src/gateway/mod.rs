@@ -7,6 +7,7 @@
 //! Pingora's own proxy phase beyond its 64 KiB retry buffer (README, "Architecture").
 
 mod body;
+mod conn_cap;
 mod conn_guard;
 mod generate;
 mod produce;
