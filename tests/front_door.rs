@@ -148,3 +148,81 @@ async fn expect_100_continue_is_answered() {
         "{rest}"
     );
 }
+
+/// Reads from `s` until `end` appears in what was read (5 s read timeout); the text read.
+fn read_until(s: &mut TcpStream, end: &str) -> String {
+    let mut out = String::new();
+    let mut buf = [0u8; 4096];
+    while !out.contains(end) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    out
+}
+
+/// A valid sft request padded with spaces to `len` bytes.
+fn padded_sft(len: usize) -> Vec<u8> {
+    let mut body = r#"{"text":"hi","mode":"sft","spk_id":"中文女"}"#.as_bytes().to_vec();
+    body.resize(len, b' ');
+    body
+}
+
+#[tokio::test]
+async fn bodies_over_the_in_flight_budget_get_503_before_they_are_read() {
+    let sim = Sim::start(&["--rtf", "0.01", "--first-chunk-ms", "5"]);
+    let gw = Gateway::start(&format!(
+        "  limits: {{ max_body: 1MiB, max_bodies_in_flight: 1MiB }}\n{}",
+        pool_yaml("cosyvoice_fastapi", &[sim.addr()], "")
+    ));
+    let head = |len: usize, extra: &str| {
+        format!("POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}Content-Length: {len}\r\n\r\n")
+    };
+    // A holds 800,000 bytes of the 1 MiB budget: its 100 Continue says the bytes are reserved.
+    let mut a = TcpStream::connect(gw.addr).expect("connect");
+    a.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    a.write_all(head(800_000, "Expect: 100-continue\r\n").as_bytes())
+        .expect("write");
+    let interim = read_until(&mut a, "\r\n\r\n");
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+
+    // B declares 300,000 more: refused from its headers alone, its body never read.
+    let answer = raw_exchange(&gw, head(300_000, "").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"code\":\"server_busy\""), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 1\r\n"), "{answer}");
+    assert!(lower.contains("connection: close"), "{answer}");
+
+    // C sends a chunked body: refused once it grows past what is left (248,576 bytes).
+    let mut c = b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        c.extend_from_slice(format!("{:x}\r\n{}\r\n", 100_000, " ".repeat(100_000)).as_bytes());
+    }
+    let answer = raw_exchange(&gw, &c);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"code\":\"server_busy\""), "{answer}");
+    assert_eq!(sim.stats().await["requests"], 0, "no backend saw a refused body");
+
+    // A finishes and is served; its bytes are given back, so B's size fits now.
+    a.write_all(&padded_sft(800_000)).expect("A's body");
+    let answer = read_until(&mut a, "RIFF");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(a);
+    let client = reqwest::Client::new();
+    common::gateway::eventually(
+        Duration::from_secs(5),
+        "a 300 KB body is accepted again",
+        || async {
+            client
+                .post(gw.url("/generate"))
+                .header("Content-Type", "application/json")
+                .body(padded_sft(300_000))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+}
