@@ -22,7 +22,7 @@ use crate::config::LimitsConf;
 use async_trait::async_trait;
 use ipnet::IpNet;
 use log::debug;
-use pingora::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
@@ -82,48 +82,14 @@ impl<A> ServerApp for ConnectionGuard<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    /// Runs once per accepted connection (after any TLS handshake) and serves it to its end:
-    /// refuses it without a peer address or over the per-IP cap (HTTP/1 with a 429), hands
-    /// HTTP/2 to Pingora as is, and serves HTTP/1 requests one by one under the header deadline.
-    /// Always returns `None` (nothing to reuse).
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let Some(peer) = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
-        else {
-            // Every listener is TCP; a connection we cannot attribute is not served.
-            debug!("a connection without a peer address; closing");
-            return None;
-        };
-        let deadline = Instant::now() + self.header_timeout.saturating_sub(connection_age(&stream));
-        // Held until this call returns, which is when the connection ends.
-        let _slot = match self.cap.take(peer.ip()) {
-            Ok(slot) => slot,
-            Err(max) => {
-                debug!("{peer}: over {max} connections from this client; refusing");
-                if let Ok(Ok(Speaks::Http1)) =
-                    tokio::time::timeout_at(deadline, self.speaks(&mut stream)).await
-                {
-                    refuse_http1(stream, max).await;
-                }
-                return None;
-            }
-        };
-        let speaks = match tokio::time::timeout_at(deadline, self.speaks(&mut stream)).await {
-            Ok(Ok(speaks)) => speaks,
-            Ok(Err(e)) => {
-                debug!("{peer}: closed before sending a request: {e}");
-                return None;
-            }
-            Err(_) => {
-                debug!("{peer}: no request within {:?}; closing", self.header_timeout);
-                return None;
-            }
-        };
-        if speaks == Speaks::Http2 {
-            return self.app.process_new(stream, shutdown).await;
-        }
-        self.serve_http1(stream, peer, deadline, shutdown).await;
+    /// Runs once per accepted connection (after any TLS handshake): moves the connection to a
+    /// task of its own (see `serve_connection`) and returns `None` at once (nothing to reuse).
+    /// Pingora's task for a connection also holds its TLS-handshake future, about 9 KiB, for
+    /// the connection's whole life; ours holds only what the connection needs at the moment.
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { this.serve_connection(stream, &shutdown).await });
         None
     }
 
@@ -137,6 +103,52 @@ impl<A> ConnectionGuard<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
+    /// Serves one connection to its end: refuses it without a peer address or over the per-IP
+    /// cap (HTTP/1 with a 429), hands HTTP/2 to Pingora as is, and serves HTTP/1 requests one by
+    /// one under the header deadline. Whatever holds a session is boxed, so the task stays
+    /// small while the connection is idle.
+    async fn serve_connection(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let Some(peer) = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
+        else {
+            // Every listener is TCP; a connection we cannot attribute is not served.
+            debug!("a connection without a peer address; closing");
+            return;
+        };
+        let deadline = Instant::now() + self.header_timeout.saturating_sub(connection_age(&stream));
+        // Held until this call returns, which is when the connection ends.
+        let _slot = match self.cap.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(max) => {
+                debug!("{peer}: over {max} connections from this client; refusing");
+                if let Ok(Ok(Speaks::Http1)) =
+                    tokio::time::timeout_at(deadline, self.speaks(&mut stream)).await
+                {
+                    Box::pin(refuse_http1(stream, max)).await;
+                }
+                return;
+            }
+        };
+        let speaks = match tokio::time::timeout_at(deadline, self.speaks(&mut stream)).await {
+            Ok(Ok(speaks)) => speaks,
+            Ok(Err(e)) => {
+                debug!("{peer}: closed before sending a request: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!("{peer}: no request within {:?}; closing", self.header_timeout);
+                return;
+            }
+        };
+        if speaks == Speaks::Http2 {
+            // Pingora's own HTTP/2 path; its connection state lives in its boxed future.
+            self.app.process_new(stream, shutdown).await;
+            return;
+        }
+        self.serve_http1(stream, peer, deadline, shutdown).await;
+    }
+
     /// Waits for the client's first bytes and says which protocol they start: ALPN on TLS; on
     /// cleartext, the h2c preface (when h2c is on) or anything else for HTTP/1. Peeks, never
     /// consumes; the caller bounds the wait by the header deadline.
@@ -175,18 +187,15 @@ where
     /// requests it holds only the `Stream` and waits for the next request's first byte.
     async fn serve_http1(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         peer: SocketAddr,
         mut deadline: Instant,
         shutdown: &ShutdownWatch,
     ) {
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
-        session.set_keepalive_reuses_remaining(
-            self.app.server_options().and_then(|o| o.keepalive_request_limit),
-        );
-        while let Some(reused) = self.serve_one(session, peer, deadline, shutdown).await {
-            let (mut stream, settings) = reused.consume();
+        let mut settings = None;
+        // Each request's session exists only inside its boxed `serve_one`.
+        while let Some(reused) = Box::pin(self.serve_one(stream, settings, peer, deadline, shutdown)).await {
+            (stream, settings) = reused.consume();
             deadline = Instant::now() + self.header_timeout;
             if !next_request_arrives(&mut stream, deadline, shutdown).await {
                 debug!(
@@ -195,21 +204,30 @@ where
                 );
                 return;
             }
-            session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
         }
     }
 
-    /// Serves one request; drops the connection when its headers are not in by `deadline`.
+    /// Serves one request on a new session over `stream` (the previous request's persistent
+    /// settings applied, or the first request's); drops the connection when its headers are
+    /// not in by `deadline`.
     async fn serve_one(
         self: &Arc<Self>,
-        session: ServerSession,
+        stream: Stream,
+        settings: Option<HttpPersistentSettings>,
         peer: SocketAddr,
         deadline: Instant,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let mut session = ServerSession::new_http1(stream);
+        match settings {
+            Some(settings) => settings.apply_to_session(&mut session),
+            None => {
+                session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
+                session.set_keepalive_reuses_remaining(
+                    self.app.server_options().and_then(|o| o.keepalive_request_limit),
+                );
+            }
+        }
         let waiting = self.pending.expect(peer);
         let serve = self.app.process_new_http(session, shutdown);
         tokio::pin!(serve);
