@@ -7,8 +7,8 @@
 #   benches/idle_connections.sh
 #
 # What it does: installs nginx when missing (apt-get), raises `ulimit -n`, builds the release
-# binaries, starts one cosyvoice-sim, one gateway (2 threads) and nginx (2 workers), then for
-# each server and protocol: reads its RSS (VmRSS, summed over nginx's master and workers),
+# binaries, starts one cosyvoice-sim, then for each protocol a fresh gateway (2 threads) and a
+# fresh nginx (2 workers), and for each: reads its RSS (VmRSS, summed over nginx's master and workers),
 # opens N connections with benches/idle_hold.py (spread over BENCH_SOURCES loopback source
 # addresses, 127.0.0.2 on, so no per-address cap is what limits them), sends one GET /health on
 # each and reads the answer, waits 2 s, reads the RSS again and checks how many connections are
@@ -17,9 +17,10 @@
 # stereo prompt audio, `Cache-Control: no-store`) through the gateway, and the same bodies sent
 # straight to the simulator's own /generate, in alternating rounds; prints MB/s of request body.
 # Every server listens on loopback only; everything started here is stopped on exit. About a
-# minute after the build at N=10000.
+# two minutes after the build at N=10000.
 #
-# Knobs (environment): BENCH_CONNECTIONS (N, 10000), BENCH_SOURCES (20 source addresses),
+# Knobs (environment): BENCH_CONNECTIONS (N, 10000), BENCH_SOURCES (200 source addresses: 50
+# each at N=10000, under the older builds' per-IP cap of 64 too),
 # BENCH_BODIES (bodies per round, 10), BENCH_ROUNDS (3), BENCH_NO_BUILD (1: use target/release
 # as it is), BENCH_GATEWAY (another cosygate binary to measure instead, e.g. one built from an
 # older commit, for before/after figures), BENCH_KEEP_TMP (1: keep the temp dir).
@@ -27,7 +28,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 N=${BENCH_CONNECTIONS:-10000}
-SOURCES=${BENCH_SOURCES:-20}
+SOURCES=${BENCH_SOURCES:-200}
 BODIES=${BENCH_BODIES:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 

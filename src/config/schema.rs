@@ -100,7 +100,7 @@ impl Default for LimitsConf {
             max_header_bytes: ByteSize(32 * 1024),
             max_headers: 64,
             // A school or an office behind one NAT address: hundreds of people, a few
-            // connections each. An idle connection costs about 1 KiB here (README, "Benchmarks").
+            // connections each. An idle HTTP/1.1 connection costs about 4 KiB (README, "Benchmarks").
             max_connections_per_ip: 1024,
             max_connections_per_proxy: 16384,
             max_bodies_in_flight: ByteSize(256 * 1024 * 1024),
