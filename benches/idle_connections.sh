@@ -16,7 +16,7 @@
 # Then BENCH_BODIES sequential POST /generate with a ~5 MB body (zero_shot, 20 s of 48 kHz
 # stereo prompt audio, `Cache-Control: no-store`) through the gateway, and the same bodies sent
 # straight to the simulator's own /generate, in alternating rounds; prints MB/s of request body.
-# Every server listens on loopback only; everything started here is stopped on exit. About a
+# Every server listens on loopback only; everything started here is stopped on exit. About
 # two minutes after the build at N=10000.
 #
 # Knobs (environment): BENCH_CONNECTIONS (N, 10000), BENCH_SOURCES (200 source addresses: 50

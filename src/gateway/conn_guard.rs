@@ -248,7 +248,8 @@ where
 
 /// Waits on an idle keep-alive connection until the next request's first byte is there (true),
 /// or the client closes, `deadline` passes or the server shuts down (false). Holds nothing but
-/// the stream meanwhile.
+/// the stream meanwhile. A TLS stream cannot be peeked: it returns true at once, and the next
+/// session waits for the request as Pingora's own loop does.
 async fn next_request_arrives(stream: &mut Stream, deadline: Instant, shutdown: &ShutdownWatch) -> bool {
     let mut stopping = shutdown.clone();
     if *stopping.borrow() {
