@@ -23,8 +23,8 @@ use std::time::Duration;
 /// `Retry-After` (seconds) of a connection refused over the cap.
 const RETRY_AFTER_SECS: u64 = 5;
 
-/// Longest time spent reading the request a refused connection sends before its 429.
-const REFUSAL_READ: Duration = Duration::from_secs(2);
+/// Longest time a refused connection is kept: reading its request, answering, draining.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
 
 /// Open connections per client, at most `per_ip` (or `per_proxy` for trusted proxies) each.
 pub(super) struct PerIpCap {
@@ -91,15 +91,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Answers an HTTP/1 connection over the cap: reads its request head (for at most 2 s, so the
-/// close does not reset the answer away), then writes `429 too_many_connections` with
-/// `Retry-After` and `Connection: close`. Runs in the refused connection's own task; holds no
-/// slot.
+/// Answers an HTTP/1 connection over the cap: reads its request head, writes
+/// `429 too_many_connections` with `Retry-After` and `Connection: close`, then reads and drops
+/// what the client still sends of its body (so the close does not reset the answer away), all
+/// within 2 s. Runs in the refused connection's own task; holds no slot.
 pub(super) async fn refuse_http1(stream: Stream, max: usize) {
     let mut session = ServerSession::new_http1(stream);
-    match tokio::time::timeout(REFUSAL_READ, session.read_request()).await {
-        Ok(Ok(true)) => {}
-        _ => return, // no request (or not in time): nothing to answer
+    let _ = tokio::time::timeout(REFUSAL_TIME, answer_429(&mut session, max)).await;
+}
+
+async fn answer_429(session: &mut ServerSession, max: usize) {
+    if !matches!(session.read_request().await, Ok(true)) {
+        return; // no request: nothing to answer
     }
     let request_id = format!("{:032x}", rand::random::<u128>());
     let err = ApiError::new(
@@ -116,7 +119,7 @@ pub(super) async fn refuse_http1(stream: Stream, max: usize) {
     };
     session.set_keepalive(None);
     if session.write_error_response(resp, body).await.is_ok() {
-        let _ = session.finish().await;
+        let _ = session.drain_request_body().await;
     }
 }
 
