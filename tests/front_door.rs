@@ -226,3 +226,38 @@ async fn bodies_over_the_in_flight_budget_get_503_before_they_are_read() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn bodies_over_1_mib_get_the_same_answers_from_the_blocking_pool() {
+    let sim = Sim::start(&["--rtf", "0.01", "--first-chunk-ms", "5"]);
+    let gw = Gateway::start(&format!(
+        "  limits: {{ max_body: 4MiB }}\n{}",
+        pool_yaml("cosyvoice_fastapi", &[sim.addr()], "")
+    ));
+    let client = reqwest::Client::new();
+    let post = |body: Vec<u8>| {
+        client
+            .post(gw.url("/generate"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    // 1.5 MiB of base64 that is not base64: refused as a small body would be.
+    let bad = format!(
+        r#"{{"text":"hi","mode":"cross_lingual","prompt_audio":"{}!"}}"#,
+        "A".repeat(1536 * 1024)
+    );
+    let r = post(bad.into_bytes()).await.expect("answer");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "invalid_base64");
+    // 2 MiB of JSON that is not JSON.
+    let r = post(vec![b'{'; 2 * 1024 * 1024]).await.expect("answer");
+    assert_eq!(r.status(), 400);
+    assert_eq!(sim.stats().await["requests"], 0);
+    // A valid 1.2 MB request is served.
+    let r = post(padded_sft(1_200_000)).await.expect("answer");
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.expect("body")[..4], b"RIFF");
+    assert_eq!(sim.stats().await["requests"], 1);
+}

@@ -279,6 +279,15 @@ async fn the_per_ip_cap_answers_429_to_extra_connections_and_frees_their_slots()
             "the first five stay usable"
         );
     }
+    // An HTTP/2 connection over the cap has no request to answer yet: it is closed silently.
+    let mut h2 = TcpStream::connect(gw.addr).await.expect("the kernel accepts");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    assert!(
+        wait_closed(&mut h2, Duration::from_secs(2)).await.is_some(),
+        "an HTTP/2 connection over the cap is closed"
+    );
     // Another address has slots of its own.
     let mut other = connect_from([127, 0, 0, 2], gw.addr).await;
     assert_eq!(exchange(&mut other, HEALTH).await.map(|a| a.0), Some(200));
