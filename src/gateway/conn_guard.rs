@@ -122,6 +122,9 @@ where
             Ok(slot) => slot,
             Err(max) => {
                 debug!("{peer}: over {max} connections from this client; refusing");
+                crate::metrics::REJECTED
+                    .with_label_values(&["too_many_connections"])
+                    .inc();
                 if let Ok(Ok(Speaks::Http1)) =
                     tokio::time::timeout_at(deadline, self.speaks(&mut stream)).await
                 {
