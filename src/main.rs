@@ -13,6 +13,8 @@ use cosygate::periodic::Periodic;
 use cosygate::supervisor::Supervisor;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -111,12 +113,21 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
     // An HTTP/2 connection with no open stream is closed like an idle HTTP/1 keep-alive one.
     options.h2_idle_timeout = Some(conf.limits.header_timeout.0);
     proxy.server_options = Some(options);
-    let guard = ConnectionGuard::new(proxy, pending_headers, &conf.limits);
+    let trusted = conf
+        .rate_limit
+        .as_ref()
+        .map(|r| r.trusted_proxies.clone())
+        .unwrap_or_default();
+    let guard = ConnectionGuard::new(proxy, pending_headers, &conf.limits, trusted);
     let mut service = Service::new("cosygate".to_string(), guard);
     for listen in &conf.listen.0 {
         let addr = listen.addr.to_string();
         match &listen.tls {
-            None => service.add_tcp(&addr),
+            // No L4 read buffer on cleartext: Pingora's default is 64 KiB per connection, held
+            // even while it is idle; HTTP/1 and HTTP/2 parsers read into their own buffers.
+            None => service.add_listener(
+                ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+            ),
             Some(tls) => {
                 let cert = tls.cert.to_string_lossy();
                 let key = tls.key.to_string_lossy();

@@ -1,5 +1,5 @@
-//! Slow and greedy clients: the total header deadline, the per-IP connection cap, and the
-//! header caps (431). Raw sockets from the test process, on loopback; every wait has a deadline.
+//! Slow and greedy clients: the total header deadline, the per-IP connection cap (429 over it;
+//! trusted proxies with their own cap), and the header caps (431). Raw sockets from the test process, on loopback; every wait has a deadline.
 
 mod common;
 
@@ -226,8 +226,42 @@ async fn slow_headers_are_cut_at_the_deadline_while_others_are_served() {
     assert_eq!(exchange(&mut s, HEALTH).await.map(|a| a.0), Some(200));
 }
 
+/// Sends a request on a connection over the cap: expects `429 too_many_connections` with
+/// `Retry-After`, `Connection: close` and a JSON body, then the close.
+async fn expect_refused(mut s: TcpStream) {
+    let request = b"GET /health HTTP/1.1\r\nHost: cosygate\r\n\r\n";
+    s.write_all(request).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed within 5 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 429 "), "{text}");
+    for header in [
+        "retry-after: 5",
+        "connection: close",
+        "content-type: application/json",
+    ] {
+        assert!(head.contains(header), "{header} in {text}");
+    }
+    let v: Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(v["error"]["code"], "too_many_connections");
+}
+
+/// A TCP connection from a chosen loopback source address.
+async fn connect_from(src: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((src, 0)))
+        .expect("bind a loopback source address");
+    socket.connect(to).await.expect("connect")
+}
+
 #[tokio::test]
-async fn the_per_ip_cap_refuses_extra_connections_and_frees_their_slots() {
+async fn the_per_ip_cap_answers_429_to_extra_connections_and_frees_their_slots() {
     let (_sim, gw) = start("{ max_connections_per_ip: 5 }");
 
     // (The harness's readiness probe may hold a slot for a moment.)
@@ -236,9 +270,8 @@ async fn the_per_ip_cap_refuses_extra_connections_and_frees_their_slots() {
     for _ in 0..5 {
         assert_eq!(exchange(&mut conns[0], HEALTH).await.map(|a| a.0), Some(200));
     }
-    let mut sixth = TcpStream::connect(gw.addr).await.expect("the kernel accepts");
-    let closed = wait_closed(&mut sixth, Duration::from_secs(2)).await;
-    assert!(closed.is_some(), "the sixth connection is closed at once");
+    let sixth = TcpStream::connect(gw.addr).await.expect("the kernel accepts");
+    expect_refused(sixth).await;
     for c in &mut conns {
         assert_eq!(
             exchange(c, HEALTH).await.map(|a| a.0),
@@ -246,16 +279,46 @@ async fn the_per_ip_cap_refuses_extra_connections_and_frees_their_slots() {
             "the first five stay usable"
         );
     }
+    // An HTTP/2 connection over the cap has no request to answer yet: it is closed silently.
+    let mut h2 = TcpStream::connect(gw.addr).await.expect("the kernel accepts");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    assert!(
+        wait_closed(&mut h2, Duration::from_secs(2)).await.is_some(),
+        "an HTTP/2 connection over the cap is closed"
+    );
+    // Another address has slots of its own.
+    let mut other = connect_from([127, 0, 0, 2], gw.addr).await;
+    assert_eq!(exchange(&mut other, HEALTH).await.map(|a| a.0), Some(200));
 
     // Closing them gives the slots back: five new connections are served, a sixth is refused.
     drop(conns);
     let conns = open_usable_soon(&gw, 5).await;
-    let mut sixth = TcpStream::connect(gw.addr).await.expect("the kernel accepts");
-    assert!(
-        wait_closed(&mut sixth, Duration::from_secs(2)).await.is_some(),
-        "still capped at five"
-    );
+    let sixth = TcpStream::connect(gw.addr).await.expect("the kernel accepts");
+    expect_refused(sixth).await;
     drop(conns);
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_has_its_own_larger_cap() {
+    let sim = Sim::start(&["--rtf", "0.01", "--first-chunk-ms", "5"]);
+    let gw = Gateway::start(&format!(
+        "  limits: {{ max_connections_per_ip: 2, max_connections_per_proxy: 6 }}\n  rate_limit:\n    per_ip: {{ capacity: 1000, refill: 1000, per: 1s }}\n    trusted_proxies: [ 127.0.0.1/32 ]\n{}",
+        pool_yaml("cosyvoice_fastapi", &[sim.addr()], "")
+    ));
+    // The proxy (127.0.0.1) holds six connections, more than any one client may.
+    let proxy = open_usable_soon(&gw, 6).await;
+    expect_refused(TcpStream::connect(gw.addr).await.expect("connect")).await;
+    // A client that is not a trusted proxy (127.0.0.3) gets two.
+    let mut client = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from([127, 0, 0, 3], gw.addr).await;
+        assert_eq!(exchange(&mut s, HEALTH).await.map(|a| a.0), Some(200));
+        client.push(s);
+    }
+    expect_refused(connect_from([127, 0, 0, 3], gw.addr).await).await;
+    drop((proxy, client));
 }
 
 #[tokio::test]

@@ -44,6 +44,18 @@ impl ClientIp {
     }
 }
 
+/// The address a client is counted under (per-IP connection cap): IPv4 as is (IPv4-mapped
+/// IPv6 too), IPv6 by its /64, which is one subscriber, as the rate limit keys it.
+pub fn subscriber(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// IPv4-mapped IPv6 addresses are IPv4 clients.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

@@ -121,8 +121,16 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
         || g.limits.max_header_bytes.0 == 0
         || g.limits.max_headers == 0
         || g.limits.max_connections_per_ip == 0
+        || g.limits.max_connections_per_proxy == 0
+        || g.limits.max_bodies_in_flight.0 == 0
     {
         return Err(("limits", "limits must all be greater than zero".into()));
+    }
+    if g.limits.max_bodies_in_flight.0 < g.limits.max_body.0 {
+        return Err((
+            "max_bodies_in_flight",
+            "limits.max_bodies_in_flight must be at least limits.max_body, or no largest body could ever be read".into(),
+        ));
     }
     if let Some(rl) = &g.rate_limit {
         for (key, b) in std::iter::once(("per_ip", &rl.per_ip)).chain(

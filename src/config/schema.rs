@@ -79,8 +79,14 @@ pub struct LimitsConf {
     pub max_header_bytes: ByteSize,
     /// Most request header fields (431).
     pub max_headers: usize,
-    /// Most open connections from one client IP; more are closed at once.
+    /// Most open connections from one client (an IPv4 address or an IPv6 /64); more are
+    /// answered 429 `too_many_connections` and closed.
     pub max_connections_per_ip: usize,
+    /// Most open connections from one of `rate_limit.trusted_proxies` (it carries many clients).
+    pub max_connections_per_proxy: usize,
+    /// Most request-body bytes held at once, over all requests; beyond it new bodies are
+    /// refused with 503 `server_busy` before they are read.
+    pub max_bodies_in_flight: ByteSize,
 }
 
 impl Default for LimitsConf {
@@ -93,7 +99,11 @@ impl Default for LimitsConf {
             body_timeout: ConfDuration(Duration::from_secs(30)),
             max_header_bytes: ByteSize(32 * 1024),
             max_headers: 64,
-            max_connections_per_ip: 64,
+            // A school or an office behind one NAT address: hundreds of people, a few
+            // connections each. An idle HTTP/1.1 connection costs about 4 KiB (README, "Benchmarks").
+            max_connections_per_ip: 1024,
+            max_connections_per_proxy: 16384,
+            max_bodies_in_flight: ByteSize(256 * 1024 * 1024),
         }
     }
 }

@@ -1,17 +1,26 @@
 //! Reading the downstream request body whole, within `limits.max_body`: refuse conflicting
 //! framing, refuse a declared oversize body before reading a byte of it, answer
-//! `Expect: 100-continue`, and stop reading a chunked body as soon as it passes the limit.
+//! `Expect: 100-continue`, and stop reading a chunked body as soon as it passes the limit. Every
+//! body's bytes are reserved in the global budget (`body_budget`) before they are read.
 
+use super::body_budget::{BodyBudget, Reservation};
 use crate::api::ApiError;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use pingora::proxy::Session;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Reads the whole request body, or says why not. Errors that leave unread bytes on the
-/// connection are marked `closing`.
-pub async fn read_body(session: &mut Session, max: usize, deadline: Duration) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(deadline, read_within(session, max)).await {
+/// Reads the whole request body, or says why not, with the reservation that holds its bytes in
+/// `budget` (keep it as long as the body or its decoded form is held). Errors that leave unread
+/// bytes on the connection are marked `closing`.
+pub async fn read_body(
+    session: &mut Session,
+    max: usize,
+    deadline: Duration,
+    budget: &Arc<BodyBudget>,
+) -> Result<(Bytes, Reservation), ApiError> {
+    match tokio::time::timeout(deadline, read_within(session, max, budget)).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::new(
             408,
@@ -25,13 +34,19 @@ pub async fn read_body(session: &mut Session, max: usize, deadline: Duration) ->
     }
 }
 
-async fn read_within(session: &mut Session, max: usize) -> Result<Bytes, ApiError> {
+async fn read_within(
+    session: &mut Session,
+    max: usize,
+    budget: &Arc<BodyBudget>,
+) -> Result<(Bytes, Reservation), ApiError> {
     let declared = declared_length(session)?;
     if let Some(len) = declared {
         if len > max {
             return Err(too_large(max).closing());
         }
     }
+    // Before 100-continue and before a byte of the body: refused bodies are never sent.
+    let mut reservation = Reservation::new(budget, declared.unwrap_or(0))?;
     let expects_continue = session
         .req_header()
         .headers
@@ -49,6 +64,7 @@ async fn read_within(session: &mut Session, max: usize) -> Result<Bytes, ApiErro
                 if body.len() + chunk.len() > max {
                     return Err(too_large(max).closing());
                 }
+                reservation.cover(body.len() + chunk.len())?;
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
@@ -61,7 +77,7 @@ async fn read_within(session: &mut Session, max: usize) -> Result<Bytes, ApiErro
             }
         }
     }
-    Ok(body.freeze())
+    Ok((body.freeze(), reservation))
 }
 
 /// The body length the headers declare, refusing ambiguous framing (request smuggling).

@@ -1,5 +1,6 @@
-//! Edge defences against slow and greedy clients: a cap on open connections per client IP, a
-//! total deadline on each request's headers, and caps on the header block's size.
+//! Edge defences against slow, greedy and idle clients: a cap on open connections per client
+//! (`conn_cap`), a total deadline on each request's headers, caps on the header block's size, and
+//! an HTTP/1 keep-alive loop that holds almost nothing while a connection is idle.
 //!
 //! Pingora 0.9.1 gives a client 60 s per read while it sends headers but no total deadline (with
 //! h2c on, its HTTP/2 preface check waits for 24 bytes with no timeout at all), takes up to 1 MiB
@@ -8,19 +9,26 @@
 //! and drives the HTTP/1 keep-alive loop itself, racing each request's headers against
 //! `limits.header_timeout`; `Gateway::early_request_filter` tells it through `PendingHeaders`
 //! when they are in. HTTP/2 connections get only the per-IP cap: they multiplex, and a deadline
-//! on the connection would cut its live streams.
+//! on the connection would cut its live streams (Pingora closes them after `h2_idle_timeout`).
+//!
+//! Idle cost: Pingora's own loop parks an idle keep-alive connection inside the proxy's whole
+//! request future (several KiB) and a 64 KiB read buffer. Here the cleartext listeners have no L4
+//! read buffer (`main.rs`), and between requests the loop waits for the next request's first
+//! byte with nothing but the bare `Stream` (a 1-byte peek) before it creates the next session.
 
+use super::conn_cap::{refuse_http1, PerIpCap};
 use crate::api::ApiError;
 use crate::config::LimitsConf;
 use async_trait::async_trait;
+use ipnet::IpNet;
 use log::debug;
-use pingora::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -29,66 +37,44 @@ use tokio::time::Instant;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Pingora's own keep-alive idle timeout (seconds), kept as its default HTTP/1 loop sets it.
+/// Our loop waits for the next request's first byte itself, within `header_timeout`.
 const KEEPALIVE_SECS: u64 = 60;
 
 /// The listening service's app: the per-IP cap and header deadline around Pingora's HTTP app.
 pub struct ConnectionGuard<A> {
     app: Arc<A>,
     pending: Arc<PendingHeaders>,
-    per_ip: PerIpCap,
+    cap: PerIpCap,
     header_timeout: Duration,
 }
 
 impl<A> ConnectionGuard<A> {
-    /// Wraps `app`; `pending` must be the registry the `Gateway` inside `app` reports to.
-    pub fn new(app: A, pending: Arc<PendingHeaders>, limits: &LimitsConf) -> Self {
+    /// Wraps `app`; `pending` must be the registry the `Gateway` inside `app` reports to;
+    /// `trusted_proxies` (from `rate_limit`) get `limits.max_connections_per_proxy` each.
+    pub fn new(
+        app: A,
+        pending: Arc<PendingHeaders>,
+        limits: &LimitsConf,
+        trusted_proxies: Vec<IpNet>,
+    ) -> Self {
         Self {
             app: Arc::new(app),
             pending,
-            per_ip: PerIpCap {
-                max: limits.max_connections_per_ip,
-                open: Mutex::new(HashMap::new()),
-            },
+            cap: PerIpCap::new(
+                limits.max_connections_per_ip,
+                limits.max_connections_per_proxy,
+                trusted_proxies,
+            ),
             header_timeout: limits.header_timeout.0,
         }
     }
 }
 
-/// Open connections per client IP, at most `max` each.
-struct PerIpCap {
-    max: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl PerIpCap {
-    /// Takes one of `ip`'s slots, or `None` when it already has `max` connections open.
-    fn take(&self, ip: IpAddr) -> Option<Slot<'_>> {
-        let mut open = lock(&self.open);
-        let count = open.get(&ip).copied().unwrap_or(0);
-        if count >= self.max {
-            return None;
-        }
-        open.insert(ip, count + 1);
-        Some(Slot { cap: self, ip })
-    }
-}
-
-/// One open connection counted against its client IP; given back when dropped.
-struct Slot<'a> {
-    cap: &'a PerIpCap,
-    ip: IpAddr,
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut open = lock(&self.cap.open);
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
+/// The protocol a connection's first bytes announce.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Speaks {
+    Http1,
+    Http2,
 }
 
 #[async_trait]
@@ -96,43 +82,14 @@ impl<A> ServerApp for ConnectionGuard<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    /// Runs once per accepted connection (after any TLS handshake) and serves it to its end:
-    /// refuses it at once over the per-IP cap, hands HTTP/2 to Pingora as is, and serves HTTP/1
-    /// requests one by one under the header deadline. Always returns `None` (nothing to reuse).
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
-        // Held until this call returns, which is when the connection ends.
-        let _slot = match peer {
-            Some(addr) => match self.per_ip.take(addr.ip().to_canonical()) {
-                Some(slot) => Some(slot),
-                None => {
-                    debug!(
-                        "{addr}: over {} connections from this IP; closing",
-                        self.per_ip.max
-                    );
-                    return None;
-                }
-            },
-            None => None, // not TCP: no IP to count
-        };
-        let deadline = Instant::now() + self.header_timeout.saturating_sub(connection_age(&stream));
-        let h2 = match tokio::time::timeout_at(deadline, self.is_h2(&mut stream)).await {
-            Ok(Ok(h2)) => h2,
-            Ok(Err(e)) => {
-                debug!("{peer:?}: closed before sending a request: {e}");
-                return None;
-            }
-            Err(_) => {
-                debug!("{peer:?}: no request within {:?}; closing", self.header_timeout);
-                return None;
-            }
-        };
-        if h2 {
-            return self.app.process_new(stream, shutdown).await;
-        }
-        self.serve_http1(stream, peer, deadline, shutdown).await;
+    /// Runs once per accepted connection (after any TLS handshake): moves the connection to a
+    /// task of its own (see `serve_connection`) and returns `None` at once (nothing to reuse).
+    /// Pingora's task for a connection also holds its TLS-handshake future, about 9 KiB, for
+    /// the connection's whole life; ours holds only what the connection needs at the moment.
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { this.serve_connection(stream, &shutdown).await });
         None
     }
 
@@ -146,56 +103,135 @@ impl<A> ConnectionGuard<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    /// Whether the connection speaks HTTP/2: ALPN on TLS, the h2c preface otherwise (peeked,
-    /// not consumed; waits for its 24 bytes, so the caller bounds it by the header deadline).
-    async fn is_h2(&self, stream: &mut Stream) -> std::io::Result<bool> {
+    /// Serves one connection to its end: refuses it without a peer address or over the per-IP
+    /// cap (HTTP/1 with a 429), hands HTTP/2 to Pingora as is, and serves HTTP/1 requests one by
+    /// one under the header deadline. Whatever holds a session is boxed, so the task stays
+    /// small while the connection is idle.
+    async fn serve_connection(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let Some(peer) = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
+        else {
+            // Every listener is TCP; a connection we cannot attribute is not served.
+            debug!("a connection without a peer address; closing");
+            return;
+        };
+        let deadline = Instant::now() + self.header_timeout.saturating_sub(connection_age(&stream));
+        // Held until this call returns, which is when the connection ends.
+        let _slot = match self.cap.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(max) => {
+                debug!("{peer}: over {max} connections from this client; refusing");
+                crate::metrics::REJECTED
+                    .with_label_values(&["too_many_connections"])
+                    .inc();
+                if let Ok(Ok(Speaks::Http1)) =
+                    tokio::time::timeout_at(deadline, self.speaks(&mut stream)).await
+                {
+                    Box::pin(refuse_http1(stream, max)).await;
+                }
+                return;
+            }
+        };
+        let speaks = match tokio::time::timeout_at(deadline, self.speaks(&mut stream)).await {
+            Ok(Ok(speaks)) => speaks,
+            Ok(Err(e)) => {
+                debug!("{peer}: closed before sending a request: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!("{peer}: no request within {:?}; closing", self.header_timeout);
+                return;
+            }
+        };
+        if speaks == Speaks::Http2 {
+            // Pingora's own HTTP/2 path; its connection state lives in its boxed future.
+            self.app.process_new(stream, shutdown).await;
+            return;
+        }
+        self.serve_http1(stream, peer, deadline, shutdown).await;
+    }
+
+    /// Waits for the client's first bytes and says which protocol they start: ALPN on TLS; on
+    /// cleartext, the h2c preface (when h2c is on) or anything else for HTTP/1. Peeks, never
+    /// consumes; the caller bounds the wait by the header deadline.
+    async fn speaks(&self, stream: &mut Stream) -> std::io::Result<Speaks> {
         if stream.get_ssl_digest().is_some() {
-            return Ok(matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
+            return Ok(match stream.selected_alpn_proto() {
+                Some(ALPN::H2) => Speaks::Http2,
+                _ => Speaks::Http1,
+            });
         }
-        if !self.app.server_options().is_some_and(|o| o.h2c) {
-            return Ok(false);
+        let mut first = [0u8; 3];
+        if !stream.try_peek(&mut first[..1]).await? {
+            return Ok(Speaks::Http1); // cannot peek: let the HTTP/1 parser read it
         }
-        let mut buf = [0u8; H2_PREFACE.len()];
-        Ok(stream.try_peek(&mut buf).await? && buf == H2_PREFACE)
+        if first[0] != b'P' || !self.app.server_options().is_some_and(|o| o.h2c) {
+            return Ok(Speaks::Http1);
+        }
+        // "PRI" is HTTP/2's alone; any HTTP/1 request line is longer than 3 bytes, so waiting
+        // for them never stalls a short one (POST, PUT, PATCH).
+        stream.try_peek(&mut first).await?;
+        if &first != b"PRI" {
+            return Ok(Speaks::Http1);
+        }
+        let mut preface = [0u8; H2_PREFACE.len()];
+        stream.try_peek(&mut preface).await?;
+        Ok(if preface == H2_PREFACE {
+            Speaks::Http2
+        } else {
+            Speaks::Http1
+        })
     }
 
     /// Serves HTTP/1 requests on one connection until it closes, as Pingora's own loop does,
     /// each under a header deadline: the first from the accept, later ones from the previous
-    /// response's end (so `header_timeout` is also the keep-alive idle timeout).
+    /// response's end (so `header_timeout` is also the keep-alive idle timeout). Between
+    /// requests it holds only the `Stream` and waits for the next request's first byte.
     async fn serve_http1(
         self: &Arc<Self>,
-        stream: Stream,
-        peer: Option<SocketAddr>,
+        mut stream: Stream,
+        peer: SocketAddr,
         mut deadline: Instant,
         shutdown: &ShutdownWatch,
     ) {
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
-        session.set_keepalive_reuses_remaining(
-            self.app.server_options().and_then(|o| o.keepalive_request_limit),
-        );
-        while let Some(reused) = self.serve_one(session, peer, deadline, shutdown).await {
-            let (stream, settings) = reused.consume();
-            session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
+        let mut settings = None;
+        // Each request's session exists only inside its boxed `serve_one`.
+        while let Some(reused) = Box::pin(self.serve_one(stream, settings, peer, deadline, shutdown)).await {
+            (stream, settings) = reused.consume();
             deadline = Instant::now() + self.header_timeout;
+            if !next_request_arrives(&mut stream, deadline, shutdown).await {
+                debug!(
+                    "{peer}: keep-alive connection idle for {:?}; closing",
+                    self.header_timeout
+                );
+                return;
+            }
         }
     }
 
-    /// Serves one request; drops the connection when its headers are not in by `deadline`.
+    /// Serves one request on a new session over `stream` (the previous request's persistent
+    /// settings applied, or the first request's); drops the connection when its headers are
+    /// not in by `deadline`.
     async fn serve_one(
         self: &Arc<Self>,
-        session: ServerSession,
-        peer: Option<SocketAddr>,
+        stream: Stream,
+        settings: Option<HttpPersistentSettings>,
+        peer: SocketAddr,
         deadline: Instant,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let Some(addr) = peer else {
-            return self.app.process_new_http(session, shutdown).await;
-        };
-        let waiting = self.pending.expect(addr);
+        let mut session = ServerSession::new_http1(stream);
+        match settings {
+            Some(settings) => settings.apply_to_session(&mut session),
+            None => {
+                session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
+                session.set_keepalive_reuses_remaining(
+                    self.app.server_options().and_then(|o| o.keepalive_request_limit),
+                );
+            }
+        }
+        let waiting = self.pending.expect(peer);
         let serve = self.app.process_new_http(session, shutdown);
         tokio::pin!(serve);
         tokio::select! {
@@ -205,11 +241,28 @@ where
                 if waiting.headers_in() {
                     serve.await
                 } else {
-                    debug!("{addr}: request headers not in within {:?}; closing", self.header_timeout);
+                    debug!("{peer}: request headers not in within {:?}; closing", self.header_timeout);
                     None
                 }
             }
         }
+    }
+}
+
+/// Waits on an idle keep-alive connection until the next request's first byte is there (true),
+/// or the client closes, `deadline` passes or the server shuts down (false). Holds nothing but
+/// the stream meanwhile. A TLS stream cannot be peeked: it returns true at once, and the next
+/// session waits for the request as Pingora's own loop does.
+async fn next_request_arrives(stream: &mut Stream, deadline: Instant, shutdown: &ShutdownWatch) -> bool {
+    let mut stopping = shutdown.clone();
+    if *stopping.borrow() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        peeked = stream.try_peek(&mut byte) => peeked.is_ok(),
+        () = tokio::time::sleep_until(deadline) => false,
+        _ = stopping.wait_for(|stop| *stop) => false,
     }
 }
 

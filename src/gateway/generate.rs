@@ -4,16 +4,20 @@
 //! `Prefer: respond-async`, is answered `202 Accepted` and becomes a job that keeps its place.
 
 use super::body;
-use super::produce::{produce, Work};
+use super::produce::{produce, PrecomputedKey, Work};
 use super::{Gateway, RequestCtx};
 use crate::admission::Caller;
 use crate::api::{ApiError, GenerateRequest, RequestLimits};
+use crate::backend::{BackendPool, UpstreamRequest};
 use crate::jobs::{status_of, Answer, JobStatus, Phase, Progress};
 use log::info;
 use pingora::proxy::Session;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Bodies larger than this are validated off the worker threads (`validate_off_thread`).
+const HEAVY_BODY: usize = 1024 * 1024;
 
 /// Aborts the production task when the client goes away, unless it became a job.
 struct AbortUnlessJob(Option<tokio::task::AbortHandle>);
@@ -36,11 +40,20 @@ fn header_has(session: &Session, name: http::HeaderName, token: &[u8]) -> bool {
 
 impl Gateway {
     fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
+        // Never guessed: a request we cannot attribute is refused (the connection guard
+        // already closes such connections; this is the second lock).
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
-            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+            .ok_or_else(|| {
+                ApiError::new(
+                    403,
+                    "no_client_address",
+                    "the gateway cannot tell this connection's address; connect over TCP",
+                )
+                .closing()
+            })?;
         let caller = self.admission.identify(peer, &session.req_header().headers)?;
         ctx.client = Some(caller.ip);
         Ok(caller)
@@ -67,18 +80,25 @@ impl Gateway {
             )
             .closing());
         }
-        let raw = body::read_body(
+        let (raw, held) = body::read_body(
             session,
             self.limits.max_body.as_usize(),
             self.limits.body_timeout.0,
+            &self.bodies,
         )
         .await?;
         let limits = RequestLimits {
             max_text_chars: self.limits.max_text_chars,
             max_prompt_seconds: self.limits.max_prompt_seconds,
         };
-        let req = GenerateRequest::parse(&raw, limits)?;
-        let upstream = self.pools.prepare(&pool, &req)?;
+        let cache_scope = caller.cache_scope();
+        let (req, upstream, cache_key) = if raw.len() > HEAVY_BODY {
+            self.validate_off_thread(raw, limits, &pool, &cache_scope).await?
+        } else {
+            let req = GenerateRequest::parse(&raw, limits)?;
+            let upstream = self.pools.prepare(&pool, &req)?;
+            (req, upstream, None)
+        };
         let eta = pool.scheduler.eta(pool.scheduler.queue_len());
         let progress: Progress = Arc::new(Mutex::new(Phase::Pending { eta }));
         let async_after = pool.conf.queue.async_after.0;
@@ -89,7 +109,8 @@ impl Gateway {
             pool,
             upstream,
             req,
-            cache_scope: caller.cache_scope(),
+            cache_key,
+            cache_scope,
             client: caller.owner(),
             request_id: ctx.request_id.clone(),
             progress: progress.clone(),
@@ -98,7 +119,11 @@ impl Gateway {
         if respond_async {
             self.jobs.check_quota(&caller.owner())?; // over it, nothing starts
         }
-        let mut task = tokio::spawn(produce(work));
+        // The body's bytes stay reserved while the task holds the request (also as a job).
+        let mut task = tokio::spawn(async move {
+            let _held = held;
+            produce(work).await
+        });
         let mut guard = AbortUnlessJob(Some(task.abort_handle()));
         if !respond_async {
             // Wait for the answer; once async_after has passed, a request still queued becomes
@@ -133,6 +158,40 @@ impl Gateway {
         guard.0 = None; // the job owns the task now
         self.send_job_status(session, ctx, 202, &id, &progress).await;
         Ok(())
+    }
+
+    /// Parses and validates a large body, prepares its backend request and computes its cache
+    /// key on tokio's blocking pool, at most `heavy`'s permits at once, so JSON, base64, WAV
+    /// checks and hashing of a 10 MB body do not stall the worker threads' other requests.
+    async fn validate_off_thread(
+        &self,
+        raw: bytes::Bytes,
+        limits: RequestLimits,
+        pool: &Arc<BackendPool>,
+        cache_scope: &str,
+    ) -> Result<(GenerateRequest, UpstreamRequest, Option<PrecomputedKey>), ApiError> {
+        let permit = self
+            .heavy
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::new(500, "internal", format!("validation is shut down: {e}")))?;
+        let (pools, pool, cache) = (self.pools.clone(), pool.clone(), self.cache.clone());
+        let scope = cache_scope.to_string();
+        let work = move || {
+            let _permit = permit;
+            let req = GenerateRequest::parse(&raw, limits)?;
+            drop(raw);
+            let upstream = pools.prepare(&pool, &req)?;
+            let key = cache.map(|c| {
+                let key = c.key(&scope, &pool.name, &pool.conf.model_version, &req);
+                (key, crate::cache::key::describe(&pool.name, &req))
+            });
+            Ok((req, upstream, key))
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::new(500, "internal", format!("the validation task failed: {e}")))?
     }
 
     /// `GET /v1/jobs/{id}`: 202 while queued or running, the answer when done, 404 otherwise.

@@ -7,6 +7,8 @@
 //! Pingora's own proxy phase beyond its 64 KiB retry buffer (README, "Architecture").
 
 mod body;
+mod body_budget;
+mod conn_cap;
 mod conn_guard;
 mod generate;
 mod produce;
@@ -57,6 +59,11 @@ pub struct Gateway {
     limits: LimitsConf,
     /// Where the connection guard waits for request headers (see `conn_guard`).
     pending_headers: Arc<PendingHeaders>,
+    /// Request-body bytes held at once (`limits.max_bodies_in_flight`).
+    bodies: Arc<body_budget::BodyBudget>,
+    /// Bounds the large-input work (JSON, base64, WAV checks, hashing of bodies over 1 MiB)
+    /// run off the worker threads at once.
+    heavy: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -68,13 +75,16 @@ impl Gateway {
         limits: LimitsConf,
         pending_headers: Arc<PendingHeaders>,
     ) -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             admission,
             cache,
             pools,
             jobs,
+            bodies: body_budget::BodyBudget::new(limits.max_bodies_in_flight.as_usize()),
             limits,
             pending_headers,
+            heavy: Arc::new(tokio::sync::Semaphore::new(threads)),
         }
     }
 

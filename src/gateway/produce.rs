@@ -5,9 +5,12 @@
 
 use crate::api::{ApiError, GenerateRequest};
 use crate::backend::{BackendPool, PoolSet, UpstreamRequest};
-use crate::cache::{self, Cache, Outcome};
+use crate::cache::{self, Cache, CacheKey, Outcome};
 use crate::jobs::{Answer, Phase, Progress};
 use std::sync::{Arc, Mutex};
+
+/// A request's cache key and the parameters it stands for (for the disk tier's index).
+pub type PrecomputedKey = (CacheKey, serde_json::Value);
 
 /// Everything one synthesis needs, owned, so it can run in its own task.
 pub struct Work {
@@ -17,6 +20,8 @@ pub struct Work {
     pub pool: Arc<BackendPool>,
     pub upstream: UpstreamRequest,
     pub req: GenerateRequest,
+    /// The cache key and its description, when computed already (off the worker threads).
+    pub cache_key: Option<PrecomputedKey>,
     /// Whose entries this request may see when the cache is shared per tenant.
     pub cache_scope: String,
     /// The fairness key in the queue: token name, or client IP.
@@ -42,6 +47,7 @@ async fn run(w: Work) -> Result<Answer, ApiError> {
         pool,
         upstream,
         req,
+        cache_key,
         cache_scope,
         client,
         request_id,
@@ -58,8 +64,10 @@ async fn run(w: Work) -> Result<Answer, ApiError> {
         }
         return Ok(Answer { wav: s.wav, headers });
     };
-    let key = cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req);
-    let params = cache::key::describe(&pool.name, &req);
+    let (key, params) = cache_key.unwrap_or_else(|| {
+        let key = cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req);
+        (key, cache::key::describe(&pool.name, &req))
+    });
     let degraded = Arc::new(Mutex::new(false));
     let flag = degraded.clone();
     let synthesize = async move {

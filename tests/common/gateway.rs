@@ -2,7 +2,7 @@
 //! gateway on a free port, waits (with a deadline) until it accepts connections, and kills it on
 //! drop. Its stderr (the log) is kept and printed when a test fails.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -84,7 +84,7 @@ impl Gateway {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("cosygate exited early ({status}); log:\n{}", self.log());
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
+            if answers_http(self.addr) {
                 return self;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -112,6 +112,25 @@ impl Gateway {
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("cosygate.yaml")
     }
+}
+
+/// Whether an HTTP server answers `GET /health` on `addr`. A bare connect is not proof: before
+/// the gateway listens, a connect to a loopback port can succeed against another socket (a
+/// self-connect when the kernel picks the same port as the source), and a test's first request
+/// then meets a reset or a refusal.
+fn answers_http(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: cosygate\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ")
 }
 
 impl Drop for Gateway {
