@@ -8,12 +8,20 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on loopback (bound then released; the gateway binds it right after).
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768-60999), so neither a
+/// client's source port nor a sim binding port 0 can take one between our check and the bind.
+const TEST_PORTS: std::ops::Range<u16> = 12000..32000;
+
+/// A free TCP port on loopback (bound then released; the gateway binds it right after), chosen
+/// at random outside the ephemeral range.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    for _ in 0..1000 {
+        let port = TEST_PORTS.start + rand::random::<u16>() % (TEST_PORTS.end - TEST_PORTS.start);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}")
 }
 
 /// The speakers the harness's sims offer (`Sim::start` passes them as `--speakers`) and its
@@ -47,14 +55,21 @@ impl Gateway {
     /// Starts the gateway with `cosygate_body` (YAML lines under `cosygate:`, indented two
     /// spaces, without `listen`, which the harness adds).
     pub fn start(cosygate_body: &str) -> Gateway {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let yaml = format!(
-            "threads: 2\npid_file: {d}/cosygate.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\ncosygate:\n  listen:\n    - addr: 127.0.0.1:{port}\n{cosygate_body}",
-            d = dir.path().display()
-        );
-        let gw = Self::spawn(yaml, dir);
-        gw.wait_ready(port)
+        // Another test may take the port between the check and the bind: then try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("temp dir");
+            let yaml = format!(
+                "threads: 2\npid_file: {d}/cosygate.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\ncosygate:\n  listen:\n    - addr: 127.0.0.1:{port}\n{cosygate_body}",
+                d = dir.path().display()
+            );
+            match Self::spawn(yaml, dir).try_ready(port) {
+                Ok(gw) => return gw,
+                Err(gw) if gw.log().contains("in use") => continue,
+                Err(gw) => panic!("cosygate exited early; log:\n{}", gw.log()),
+            }
+        }
+        panic!("cosygate found no free port in 5 tries")
     }
 
     /// Starts the gateway with a whole config file's text, expecting it to run.
@@ -77,15 +92,16 @@ impl Gateway {
         }
     }
 
-    fn wait_ready(mut self, port: u16) -> Gateway {
+    /// Waits until the gateway answers on `port`; `Err(self)` when it exited first.
+    fn try_ready(mut self, port: u16) -> Result<Gateway, Gateway> {
         self.addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("cosygate exited early ({status}); log:\n{}", self.log());
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self);
             }
             if answers_http(self.addr) {
-                return self;
+                return Ok(self);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
