@@ -29,7 +29,8 @@ pub fn free_port() -> u16 {
 pub const TEST_SPEAKERS: &[&str] = &["中文女", "中文男", "英文女", "英文男"];
 
 /// A `pools:` section with one pool named `cosyvoice`. Lists [`TEST_SPEAKERS`] as the pool's
-/// `speakers` unless `extra` sets `speakers:` or `model:` itself.
+/// `speakers` unless `extra` sets `speakers:` or `model:` itself, and fast health checks unless
+/// `extra` sets `health:`.
 pub fn pool_yaml(protocol: &str, backends: &[SocketAddr], extra: &str) -> String {
     let list: String = backends
         .iter()
@@ -40,9 +41,14 @@ pub fn pool_yaml(protocol: &str, backends: &[SocketAddr], extra: &str) -> String
     } else {
         format!("      speakers: [{}]\n", TEST_SPEAKERS.join(", "))
     };
-    format!(
-        "  pools:\n    cosyvoice:\n      protocol: {protocol}\n      health: {{ interval: 200ms, timeout: 500ms, unhealthy_after: 1, healthy_after: 1 }}\n{speakers}{extra}      backends:{list}\n"
-    )
+    // Fast health checks, so a killed backend (refused at once) is noticed within 200 ms, but
+    // patient ones, so a loaded sim on a busy machine is not; `extra` may set its own.
+    let health = if extra.contains("health:") {
+        ""
+    } else {
+        "      health: { interval: 200ms, timeout: 2s, unhealthy_after: 1, healthy_after: 1 }\n"
+    };
+    format!("  pools:\n    cosyvoice:\n      protocol: {protocol}\n{health}{speakers}{extra}      backends:{list}\n")
 }
 
 pub struct Gateway {
