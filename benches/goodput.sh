@@ -57,8 +57,8 @@ PY=python3
 cd "$ROOT"
 BUILD_S=0
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release --bins"
-    cargo build --release --bins --quiet
+    say "cargo build --release -p cosygate -p cosyvoice-sim"
+    cargo build --release -p cosygate -p cosyvoice-sim --quiet
     BUILD_S=$(($(date +%s) - START))
 fi
 BENCH_START=$(date +%s)

@@ -46,8 +46,8 @@ ulimit -n "$WANT_FDS" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # --- build -----------------------------------------------------------------------------------
 cd "$ROOT"
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release --bins"
-    cargo build --release --bins --quiet
+    say "cargo build --release -p cosygate -p cosyvoice-sim"
+    cargo build --release -p cosygate -p cosyvoice-sim --quiet
 fi
 GW=${BENCH_GATEWAY:-$ROOT/target/release/cosygate}
 SIM=$ROOT/target/release/cosyvoice-sim

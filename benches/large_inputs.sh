@@ -31,8 +31,8 @@ ensure_packages curl=curl python3=python3
 
 cd "$ROOT"
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release --bins"
-    cargo build --release --bins --quiet
+    say "cargo build --release -p cosygate -p cosyvoice-sim"
+    cargo build --release -p cosygate -p cosyvoice-sim --quiet
 fi
 SIM=$ROOT/target/release/cosyvoice-sim
 BINS=("$ROOT/target/release/cosygate")

@@ -36,8 +36,8 @@ ensure_packages curl=curl
 
 cd "$ROOT"
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release --bins"
-    cargo build --release --bins --quiet
+    say "cargo build --release -p cosygate -p cosyvoice-sim"
+    cargo build --release -p cosygate -p cosyvoice-sim --quiet
 fi
 GW=$ROOT/target/release/cosygate
 SIM=$ROOT/target/release/cosyvoice-sim

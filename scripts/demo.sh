@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ensure_packages cmake=cmake cc=build-essential curl=curl espeak-ng=espeak-ng base64=coreutils
 
 echo "== building (release)"
-cargo build --release --bins
+cargo build --release -p cosygate -p cosyvoice-sim
 bin=target/release
 mkdir -p target/demo
 log=target/demo

@@ -12,6 +12,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 echo "== building"
-cargo build --all-targets
+cargo build --workspace --all-targets
 echo "== testing"
-cargo nextest run --no-fail-fast "$@"
+cargo nextest run --workspace --no-fail-fast "$@"

@@ -12,5 +12,4 @@ pub mod metrics;
 pub mod periodic;
 pub mod redis_link;
 pub mod schedule;
-pub mod sim;
 pub mod supervisor;

@@ -31,7 +31,7 @@ fn text(i: usize) -> String {
 }
 
 fn wav_len(text: &str) -> usize {
-    let frames = (cosygate::sim::audio::duration_secs(text, 1.0) * 24000.0).round() as usize;
+    let frames = (cosyvoice_sim::audio::duration_secs(text, 1.0) * 24000.0).round() as usize;
     44 + 2 * frames
 }
 

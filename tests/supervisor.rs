@@ -54,7 +54,7 @@ nohup "{sim}" --listen {addr} --speakers 中文女 {fast} >>"$DIR/sim.log" 2>&1 
 echo $! >"$PIDFILE"
 echo "started cosyvoice-sim on {addr} with pid $!"
 "#,
-            sim = env!("CARGO_BIN_EXE_cosyvoice-sim"),
+            sim = common::sim::sim_binary().display(),
             fast = FAST.join(" "),
         );
         std::fs::write(dir.path().join("restart.sh"), script).expect("write the restart script");

@@ -1,6 +1,7 @@
-//! Checks every test makes of an HTTP answer.
+//! Checks every test makes of an HTTP answer. Also used by the simulator's tests
+//! (`sim/tests/sim.rs`, through `#[path]`), so it names no gateway code.
 
-use cosygate::api::wav::{parse_wav, WavInfo};
+use cosygate_wav::{parse_wav, WavInfo};
 
 /// Reads a 200 `audio/wav` answer and checks it is a complete WAV whose length matches its
 /// `Content-Length`.

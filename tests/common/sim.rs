@@ -2,16 +2,51 @@
 //! learns its address from the one line it prints on stdout (with a deadline), keeps its
 //! stderr in a temp file (printed when a test panics), talks to its `/__sim/*` hooks, and kills
 //! it on drop. Also `test_wav`, a valid mono 16-bit WAV to use as prompt audio.
+//!
+//! Used by the gateway's tests (`tests/common/`) and by the simulator's own
+//! (`sim/tests/sim.rs`, through `#[path]`), so it names no gateway code. The binary belongs to
+//! the workspace's `cosyvoice-sim` package: see [`sim_binary`].
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long the sim may take to announce its address.
 const START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The `cosyvoice-sim` executable. In the simulator's own tests cargo names it
+/// (`CARGO_BIN_EXE_cosyvoice-sim`); a test of another package (the gateway's) cannot have it
+/// named, so it is the one in this test executable's target directory
+/// (`target/debug/deps/TEST` → `target/debug/cosyvoice-sim`), which `cargo build --workspace`,
+/// `cargo test` / `cargo nextest run` at the workspace root and `scripts/test.sh` build.
+/// `COSYVOICE_SIM_BIN` overrides both.
+pub fn sim_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("COSYVOICE_SIM_BIN") {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = option_env!("CARGO_BIN_EXE_cosyvoice-sim") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap_or_else(|| panic!("no target directory above {}", exe.display()));
+    let bin = profile_dir.join(format!("cosyvoice-sim{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the simulator binary {} is missing: it belongs to the workspace's `sim/` package \
+         (`cosyvoice-sim`), which a test of the gateway cannot make cargo build for it. Run \
+         `cargo build --workspace` first (scripts/test.sh does), or test the whole workspace \
+         (`cargo nextest run --workspace`), or set COSYVOICE_SIM_BIN to a built cosyvoice-sim",
+        bin.display()
+    );
+    bin
+}
 
 /// A running `cosyvoice-sim` process.
 pub struct Sim {
@@ -58,7 +93,7 @@ impl Sim {
         } else {
             &["--speakers", "中文女,中文男,英文女,英文男"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cosyvoice-sim"))
+        let mut child = Command::new(sim_binary())
             .arg("--listen")
             .arg(addr.to_string())
             .args(defaults)
@@ -71,7 +106,7 @@ impl Sim {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .expect("spawn cosyvoice-sim");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", sim_binary().display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -244,5 +279,5 @@ pub fn test_wav(seconds: f64, sample_rate: u32) -> Vec<u8> {
         let s = (phase.sin() * 9000.0) as i16;
         pcm.extend_from_slice(&s.to_le_bytes());
     }
-    cosygate::api::wav::pcm16_to_wav(&pcm, sample_rate).expect("PCM wraps into a WAV")
+    cosygate_wav::pcm16_to_wav(&pcm, sample_rate).expect("PCM wraps into a WAV")
 }

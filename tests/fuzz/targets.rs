@@ -2,7 +2,8 @@
 //! panicking only when a property is broken (a panic inside the code under test is a crash as
 //! well). Shared by the proptest harness (`tests/fuzz.rs`, the short run in the test suite) and
 //! the coverage-guided `cargo fuzz` targets (`fuzz/fuzz_targets/*.rs`, the long runs), which
-//! include this file with `#[path]`. Imports stay plain `cosygate::...` paths.
+//! include this file with `#[path]`. Imports stay plain crate paths (`cosygate::...`, and
+//! `cosyvoice_sim::form` for the simulator's form reader, a dev-dependency).
 
 #![allow(dead_code)]
 
@@ -13,7 +14,7 @@ use cosygate::backend::attempt::{self, AttemptError};
 use cosygate::backend::multipart::Form;
 use cosygate::backend::protocol::{decode, UpstreamRequest};
 use cosygate::config::{self, PoolConf};
-use cosygate::sim::form::{read_form, FormValue};
+use cosyvoice_sim::form::{read_form, FormValue};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -80,8 +81,8 @@ pub fn wav(bytes: &[u8]) {
     assert_eq!(info.frames as usize, pcm.len() / 2);
 }
 
-fn form_parts(content_type: &str) -> axum::http::request::Parts {
-    axum::http::Request::builder()
+fn form_parts(content_type: &str) -> http::request::Parts {
+    http::Request::builder()
         .method("POST")
         .uri("/inference_zero_shot")
         .header("content-type", content_type)

@@ -7,6 +7,9 @@
 //! capacity, [`faults`] injected failures, [`state`] shared counters, [`form`] FastAPI form
 //! semantics, [`synth`] running and answering one synthesis, [`routes`] the HTTP surface,
 //! [`server`] startup.
+//!
+//! Its own crate, not part of the gateway: the gateway's library and dependency tree hold no
+//! simulator code and no `axum`. The two share only the WAV helpers (`cosygate-wav`).
 
 pub mod audio;
 pub mod cli;

@@ -4,13 +4,13 @@
 //! `<|endofprompt|>`, and a cut stream for an unknown `spk_id`.
 
 use super::read_body;
-use crate::api::wav::parse_wav;
-use crate::sim::audio::{speaker_voice, ENDOFPROMPT};
-use crate::sim::form::{self, FormValue, Want};
-use crate::sim::state::{LastRequest, Prompt, SimState};
-use crate::sim::synth::{self, Behaviour, Job};
+use crate::audio::{speaker_voice, ENDOFPROMPT};
+use crate::form::{self, FormValue, Want};
+use crate::state::{LastRequest, Prompt, SimState};
+use crate::synth::{self, Behaviour, Job};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use cosygate_wav::parse_wav;
 use std::sync::Arc;
 
 /// One inference route: its path, its `Form()`/`File()` parameters in the server's order, and

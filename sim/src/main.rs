@@ -4,5 +4,5 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cosygate::sim::main(cosygate::sim::Args::parse())
+    cosyvoice_sim::main(cosyvoice_sim::Args::parse())
 }

@@ -10,11 +10,11 @@ use super::audio::{self, AudioKey};
 use super::faults::{self, FaultKind};
 use super::model::{InflightGuard, Pacer};
 use super::state::SimState;
-use crate::api::wav::pcm16_to_wav;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use cosygate_wav::pcm16_to_wav;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -179,7 +179,7 @@ pub async fn complete_wav(state: Arc<SimState>, job: Job) -> Response {
     if fault == Some(FaultKind::Endless) {
         // A WAV header claiming the largest size, then samples forever (chunked, no length).
         let header = match pcm16_to_wav(&[], state.sample_rate) {
-            Ok(mut h) if h.len() == crate::api::wav::WAV_HEADER_LEN => {
+            Ok(mut h) if h.len() == cosygate_wav::WAV_HEADER_LEN => {
                 h[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
                 h[40..44].copy_from_slice(&(u32::MAX - 36).to_le_bytes());
                 Bytes::from(h)
@@ -206,7 +206,7 @@ pub async fn complete_wav(state: Arc<SimState>, job: Job) -> Response {
     let len = wav.len();
     let body = if fault == Some(FaultKind::Truncate) {
         let first = chunks.first().map_or(0, |(c, _)| c.len());
-        let cut = (crate::api::wav::WAV_HEADER_LEN + first).min(len.saturating_sub(1));
+        let cut = (cosygate_wav::WAV_HEADER_LEN + first).min(len.saturating_sub(1));
         let steps = VecDeque::from([Step::Send(wav.slice(..cut)), Step::Cut]);
         body(&state, guard, steps)
     } else {

@@ -3,15 +3,15 @@
 //! `<|endofprompt|>` requirement here. Errors are the contract's JSON shape.
 
 use super::read_body;
-use crate::api::wav::parse_wav;
-use crate::sim::audio::speaker_voice;
-use crate::sim::state::{LastRequest, Prompt, SimState};
-use crate::sim::synth::{self, Job};
+use crate::audio::speaker_voice;
+use crate::state::{LastRequest, Prompt, SimState};
+use crate::synth::{self, Job};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use cosygate_wav::parse_wav;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 

@@ -1,8 +1,8 @@
 //! The test hooks under `/__sim/`: counters, the last synthesis request as received, armed
 //! faults and a reset.
 
-use crate::sim::faults::FaultRequest;
-use crate::sim::state::SimState;
+use crate::faults::FaultRequest;
+use crate::state::SimState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;

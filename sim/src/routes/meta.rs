@@ -2,7 +2,7 @@
 //! them once the model is loaded) and `GET /health` (the JSON form's).
 
 use super::fastapi::ROUTES;
-use crate::sim::form::Want;
+use crate::form::Want;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};

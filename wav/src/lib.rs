@@ -1,0 +1,148 @@
+//! WAV in and out: wrapping raw PCM into a RIFF/WAVE file with exact sizes, and checking that
+//! bytes which claim to be a WAV really are one (header, sizes, every sample readable).
+//!
+//! The one crate the gateway (`cosygate`: prompt audio, backend answers) and the simulator
+//! (`cosyvoice-sim`) share; nothing here knows about HTTP. The gateway re-exports it as
+//! `cosygate::api::wav`.
+
+use std::io::Cursor;
+
+/// Size of the canonical 44-byte PCM WAV header that [`pcm16_to_wav`] writes.
+pub const WAV_HEADER_LEN: usize = 44;
+
+/// What a parsed WAV says about itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WavInfo {
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub bits_per_sample: u16,
+    /// Sample frames (one sample per channel).
+    pub frames: u32,
+}
+
+impl WavInfo {
+    /// Length of the audio in seconds.
+    pub fn duration_secs(&self) -> f64 {
+        f64::from(self.frames) / f64::from(self.sample_rate.max(1))
+    }
+}
+
+/// Why some bytes are not an acceptable WAV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WavError(pub String);
+
+impl std::fmt::Display for WavError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WavError {}
+
+/// Wraps raw int16 little-endian mono PCM (what CosyVoice's FastAPI server streams) into a
+/// complete WAV file with correct RIFF and data sizes. An odd trailing byte is an error: it
+/// means the stream was cut in the middle of a sample.
+pub fn pcm16_to_wav(pcm: &[u8], sample_rate: u32) -> Result<Vec<u8>, WavError> {
+    if !pcm.len().is_multiple_of(2) {
+        return Err(WavError(format!(
+            "PCM stream has an odd length ({} bytes): cut inside a sample",
+            pcm.len()
+        )));
+    }
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = Cursor::new(Vec::with_capacity(WAV_HEADER_LEN + pcm.len()));
+    let to_err = |e: hound::Error| WavError(format!("cannot write WAV: {e}"));
+    let mut writer = hound::WavWriter::new(&mut out, spec).map_err(to_err)?;
+    {
+        let samples = u32::try_from(pcm.len() / 2)
+            .map_err(|_| WavError("PCM stream too long for a WAV file".into()))?;
+        let mut w16 = writer.get_i16_writer(samples);
+        for pair in pcm.chunks_exact(2) {
+            w16.write_sample(i16::from_le_bytes([pair[0], pair[1]]));
+        }
+        w16.flush().map_err(to_err)?;
+    }
+    writer.finalize().map_err(to_err)?;
+    Ok(out.into_inner())
+}
+
+/// Parses and fully checks a WAV file: the RIFF size matches the byte count, the data chunk
+/// fits, the format is PCM (integer or 32-bit float), and every sample can be read.
+pub fn parse_wav(bytes: &[u8]) -> Result<WavInfo, WavError> {
+    if bytes.len() < WAV_HEADER_LEN || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err(WavError("not a RIFF/WAVE file".into()));
+    }
+    let riff_size = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+    if riff_size != bytes.len() - 8 {
+        return Err(WavError(format!(
+            "RIFF header says {} bytes follow, the file has {}",
+            riff_size,
+            bytes.len() - 8
+        )));
+    }
+    let reader =
+        hound::WavReader::new(Cursor::new(bytes)).map_err(|e| WavError(format!("invalid WAV: {e}")))?;
+    let spec = reader.spec();
+    let info = WavInfo {
+        sample_rate: spec.sample_rate,
+        channels: spec.channels,
+        bits_per_sample: spec.bits_per_sample,
+        frames: reader.duration(),
+    };
+    let data_bytes = reader.len() as usize * usize::from(spec.bits_per_sample.div_ceil(8));
+    if data_bytes + WAV_HEADER_LEN > bytes.len() + 8 {
+        return Err(WavError(format!(
+            "data chunk claims {data_bytes} bytes, the file is only {} bytes",
+            bytes.len()
+        )));
+    }
+    let readable = match spec.sample_format {
+        hound::SampleFormat::Int => reader
+            .into_samples::<i32>()
+            .try_fold(0usize, |n, s| s.map(|_| n + 1)),
+        hound::SampleFormat::Float => reader
+            .into_samples::<f32>()
+            .try_fold(0usize, |n, s| s.map(|_| n + 1)),
+    };
+    match readable {
+        Ok(n) if n * usize::from(spec.bits_per_sample.div_ceil(8)) == data_bytes => Ok(info),
+        Ok(n) => Err(WavError(format!(
+            "data chunk holds {n} samples, fewer than its header says"
+        ))),
+        Err(e) => Err(WavError(format!("WAV data is damaged: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcm_round_trips_through_a_checked_wav() {
+        let pcm: Vec<u8> = (0..4800i16).flat_map(|s| s.to_le_bytes()).collect();
+        let wav = pcm16_to_wav(&pcm, 24000).expect("wav");
+        assert_eq!(wav.len(), WAV_HEADER_LEN + pcm.len());
+        assert_eq!(&wav[WAV_HEADER_LEN..], &pcm[..]);
+        let info = parse_wav(&wav).expect("valid");
+        assert_eq!((info.sample_rate, info.channels, info.frames), (24000, 1, 4800));
+        assert!((info.duration_secs() - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn odd_pcm_and_cut_or_lying_wavs_are_refused() {
+        assert!(pcm16_to_wav(&[1, 2, 3], 24000).is_err());
+        let wav = pcm16_to_wav(&[0u8; 200], 16000).expect("wav");
+        assert!(parse_wav(&wav[..wav.len() - 2]).is_err(), "cut file");
+        let mut lying = wav.clone();
+        lying[40] = 0xff; // data size larger than the file
+        let riff = (lying.len() - 8) as u32;
+        lying[4..8].copy_from_slice(&riff.to_le_bytes());
+        assert!(parse_wav(&lying).is_err(), "lying data size");
+        assert!(parse_wav(b"RIFF....WAVEfmt nothing at all here, really, no").is_err());
+    }
+}
