@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs cosygate's whole test suite on a fresh machine: installs what the tests need when it is
-# missing (cmake for Pingora's zlib-ng, cargo-nextest), then runs every test with one summary.
+# missing (cmake for Pingora's zlib-ng, cargo-nextest), checks formatting and clippy (warnings
+# are errors), builds the whole workspace (the gateway's integration tests run the simulator's
+# binary, `sim/`), then runs every test of every package with one summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +12,17 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "== installing $component"
+    rustup component add "$component"
+  fi
+done
 
+echo "== formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+echo "== lints (cargo clippy, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== building"
 cargo build --workspace --all-targets
 echo "== testing"

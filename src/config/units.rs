@@ -92,7 +92,7 @@ struct UnitVisitor<T>(fn(&str) -> Result<T, String>, &'static str);
 
 impl<T> Visitor<'_> for UnitVisitor<T> {
     type Value = T;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.1)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {

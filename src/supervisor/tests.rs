@@ -1,8 +1,11 @@
-//! The watch loop without processes to restart: the passive failure signal triggers restarts,
-//! a failing command backs off, the hourly cap ends in `failed`, and `states()` shows it all.
+//! The watch loop, effects included, without processes to restart: the passive failure signal
+//! triggers restarts, a failing command backs off, the hourly cap ends in `failed`, and
+//! `states()` shows it all. The rules alone are in `machine_tests.rs`.
 
 use super::*;
+use crate::backend::BackendPool;
 use crate::config::GatewayConf;
+use std::time::Duration;
 
 fn gateway_conf(restart: &str) -> GatewayConf {
     let yaml = format!(
@@ -32,14 +35,14 @@ async fn failed_requests_trigger_restarts_that_back_off_then_give_up() {
     let pool = pools.pools().next().unwrap().clone();
     let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let w = Arc::clone(&sup.watches[0]);
-    let mut t = Tracker::new();
+    let mut t = w.machine();
     assert_eq!(sup.states()[0].state, SupervisorState::Ok);
-    assert!(!w.step(&mut t, true, None).await, "nothing wrong yet");
+    assert!(!w.step(&mut t, None).await, "nothing wrong yet");
 
     // Two failed requests in a row: a restart; `false` fails it; the cooldown starts.
     fail_requests(&pool, dead, 4).await;
     assert!(pool.scheduler.consecutive_failures(dead) >= 2);
-    assert!(w.step(&mut t, true, None).await, "restarted");
+    assert!(w.step(&mut t, None).await, "restarted");
     assert_eq!(sup.states()[0].restarts, 1);
     assert_eq!(sup.states()[0].state, SupervisorState::Ok);
     assert_eq!(
@@ -47,24 +50,21 @@ async fn failed_requests_trigger_restarts_that_back_off_then_give_up() {
         Some((None, false)),
         "let back in after a failed restart"
     );
-    assert!(
-        !w.step(&mut t, true, None).await,
-        "within the cooldown: no restart"
-    );
+    assert!(!w.step(&mut t, None).await, "within the cooldown: no restart");
 
     // After the cooldown: the second restart; the wait doubles.
     tokio::time::sleep(Duration::from_millis(220)).await;
-    assert!(w.step(&mut t, true, None).await);
+    assert!(w.step(&mut t, None).await);
     assert_eq!(sup.states()[0].restarts, 2);
     tokio::time::sleep(Duration::from_millis(220)).await;
     assert!(
-        !w.step(&mut t, true, None).await,
+        !w.step(&mut t, None).await,
         "the second wait is 400 ms, not 200 ms"
     );
 
     // The third restart would pass max_per_hour: give up.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!w.step(&mut t, true, None).await);
+    assert!(!w.step(&mut t, None).await);
     let s = &sup.states()[0];
     assert_eq!((s.restarts, s.state), (2, SupervisorState::Failed));
     assert_eq!(s.addr, dead);
@@ -81,8 +81,8 @@ async fn a_disabled_instance_only_watches() {
     let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
     fail_requests(&pool, dead, 2).await;
     let w = Arc::clone(&sup.watches[0]);
-    let mut t = Tracker::new();
-    assert!(!w.step(&mut t, false, None).await);
+    let mut t = w.machine();
+    assert!(!w.step(&mut t, None).await);
     assert_eq!(sup.states()[0].restarts, 0);
 }
 
@@ -113,16 +113,16 @@ async fn a_successful_restart_drains_then_warms_up() {
     let pool = pools.pools().next().unwrap().clone();
     fail_requests(&pool, addr, 1).await;
     let w = Arc::clone(&sup.watches[0]);
-    let mut t = Tracker::new();
-    assert!(w.step(&mut t, true, None).await);
+    let mut t = w.machine();
+    assert!(w.step(&mut t, None).await);
     assert_eq!(sup.states()[0].state, SupervisorState::Warming);
     assert_eq!(pool.scheduler.slot_override(addr), Some((Some(1), false)));
     assert_eq!(pool.scheduler.consecutive_failures(addr), 0, "failures forgotten");
     tokio::time::sleep(Duration::from_millis(60)).await;
-    w.step(&mut t, true, None).await;
+    w.step(&mut t, None).await;
     assert_eq!(pool.scheduler.slot_override(addr), Some((Some(2), false)));
     tokio::time::sleep(Duration::from_millis(60)).await;
-    w.step(&mut t, true, None).await;
+    w.step(&mut t, None).await;
     assert_eq!(
         pool.scheduler.slot_override(addr),
         Some((None, false)),
