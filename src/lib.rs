@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod periodic;
 pub mod redis_link;
+pub mod redis_lock;
 pub mod schedule;
 pub mod sim;
 pub mod supervisor;

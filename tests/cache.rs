@@ -985,3 +985,61 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Redis lock helper both the cache and the supervisor use
+
+#[tokio::test]
+async fn a_redis_lock_is_released_only_by_its_token() {
+    use cosygate::redis_link::RedisLink;
+    use cosygate::redis_lock::{self, LockAttempt, Release};
+    let redis = Redis::start();
+    let link = RedisLink::new(&redis.url(), Duration::from_millis(500), "test").expect("link");
+    let key = "cosygate:lock:test";
+    let (mine, theirs) = (redis_lock::new_token(), redis_lock::new_token());
+    let hold = Duration::from_secs(30);
+
+    assert_eq!(
+        redis_lock::acquire(&link, key, &mine, hold).await,
+        LockAttempt::Acquired
+    );
+    assert_eq!(
+        redis_lock::acquire(&link, key, &theirs, hold).await,
+        LockAttempt::Held
+    );
+    assert!(
+        !redis_lock::release(&link, key, &theirs, Release::Now).await,
+        "not their lock"
+    );
+    assert_eq!(redis_lock::is_held(&link, key).await, Some(true));
+    assert!(redis_lock::release(&link, key, &mine, Release::Now).await);
+    assert_eq!(redis_lock::is_held(&link, key).await, Some(false));
+
+    // Released with a delay: still held (from others) for that long, then gone.
+    assert_eq!(
+        redis_lock::acquire(&link, key, &theirs, hold).await,
+        LockAttempt::Acquired
+    );
+    let keep = Duration::from_millis(300);
+    assert!(redis_lock::release(&link, key, &theirs, Release::After(keep)).await);
+    assert_eq!(
+        redis_lock::acquire(&link, key, &mine, hold).await,
+        LockAttempt::Held
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis_lock::is_held(&link, key).await != Some(false) {
+        assert!(Instant::now() < deadline, "the lock did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        redis_lock::acquire(&link, key, &mine, hold).await,
+        LockAttempt::Acquired
+    );
+
+    // Redis gone: the attempt says so.
+    drop(redis);
+    assert_eq!(
+        redis_lock::acquire(&link, "cosygate:lock:other", &mine, hold).await,
+        LockAttempt::Unavailable
+    );
+}
