@@ -11,5 +11,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod periodic;
 pub mod redis_link;
+pub mod redis_lock;
 pub mod schedule;
 pub mod supervisor;

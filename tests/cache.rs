@@ -147,15 +147,23 @@ fn cached(sim: &Sim, cache: &str) -> String {
     )
 }
 
-/// Where the disk tier keeps the WAV and JSON of `key` (README: `<path>/v1/<2 hex>/<key>.*`).
-fn disk_files(root: &Path, key: &str) -> (PathBuf, PathBuf) {
-    let dir = root.join("v1").join(&key[..2]);
-    (dir.join(format!("{key}.wav")), dir.join(format!("{key}.json")))
+/// Where the disk tier keeps the entry of `key` (README: `<path>/v2/<2 hex>/<key>.entry`).
+fn disk_file(root: &Path, key: &str) -> PathBuf {
+    root.join("v2").join(&key[..2]).join(format!("{key}.entry"))
 }
 
 fn on_disk(root: &Path, key: &str) -> bool {
-    let (wav, json) = disk_files(root, key);
-    wav.exists() && json.exists()
+    disk_file(root, key).exists()
+}
+
+/// An entry file's header line (parsed) and the WAV after it.
+fn read_entry(root: &Path, key: &str) -> Option<(Value, Vec<u8>)> {
+    let data = std::fs::read(disk_file(root, key)).ok()?;
+    let end = data.iter().position(|&b| b == b'\n')?;
+    Some((
+        serde_json::from_slice(&data[..end]).ok()?,
+        data[end + 1..].to_vec(),
+    ))
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -580,7 +588,7 @@ async fn disk_evicts_the_least_recently_used_entry() {
     drop(gw);
 
     // Room for two entries, not three. A fresh process: its memory tier is empty, so a hit
-    // comes from the disk and marks the entry used (the JSON's mtime).
+    // comes from the disk and marks the entry used (its file's mtime).
     let cap = size * 5 / 2;
     let gw = Gateway::start(&conf(cap));
     let touched = send(&gw, &a, &[]).await;
@@ -593,8 +601,7 @@ async fn disk_evicts_the_least_recently_used_entry() {
     // Storing C pushed out B, the least recently used, before C was answered.
     assert!(on_disk(disk.path(), &ra.key()), "A was used recently: kept");
     assert!(on_disk(disk.path(), &rc.key()), "C was just stored");
-    let (b_wav, b_json) = disk_files(disk.path(), &rb.key());
-    assert!(!b_wav.exists() && !b_json.exists(), "B was evicted, both files");
+    assert!(!on_disk(disk.path(), &rb.key()), "B was evicted");
     drop(gw);
 
     // After a restart (LRU order rebuilt from the mtimes): A is a HIT with its bytes, the
@@ -612,8 +619,8 @@ async fn disk_evicts_the_least_recently_used_entry() {
     assert!(!on_disk(disk.path(), &rc.key()), "C was evicted");
     let wav_bytes: u64 = [&ra, &rb, &rc]
         .iter()
-        .filter_map(|r| std::fs::metadata(disk_files(disk.path(), &r.key()).0).ok())
-        .map(|m| m.len())
+        .filter_map(|r| read_entry(disk.path(), &r.key()))
+        .map(|(_, wav)| wav.len() as u64)
         .sum();
     assert!(
         wav_bytes <= cap,
@@ -648,10 +655,9 @@ async fn the_disk_tier_survives_a_restart() {
     );
     assert_eq!(requests(&sim).await, 1, "no backend call after the restart");
 
-    // The entry on disk is exactly the WAV that was served, and its JSON describes it.
-    let (wav, json) = disk_files(disk.path(), &miss.key());
-    assert_eq!(std::fs::read(&wav).expect("the WAV file"), miss.body);
-    let meta: Value = serde_json::from_slice(&std::fs::read(&json).expect("the JSON file")).expect("JSON");
+    // The entry on disk is exactly the WAV that was served, after a header describing it.
+    let (meta, wav) = read_entry(disk.path(), &miss.key()).expect("the entry file");
+    assert_eq!(wav, miss.body);
     assert_eq!(meta["size"], miss.body.len() as u64);
     assert_eq!(meta["sha256"], sha256_hex(&miss.body));
 }
@@ -674,20 +680,23 @@ async fn a_damaged_disk_entry_is_resynthesized_never_served() {
     good.expect("MISS");
     drop(gw);
 
-    // Flip one bit of audio data (past the 44-byte header): same size, wrong checksum.
-    let (wav, _) = disk_files(disk.path(), &good.key());
-    let mut bytes = std::fs::read(&wav).expect("the entry's WAV");
-    assert_eq!(bytes, good.body);
-    let at = 44 + (bytes.len() - 44) / 2;
+    // Flip one bit of audio data (in the second half of the file, well past the entry's header
+    // and the WAV's): same size, wrong checksum.
+    let entry = disk_file(disk.path(), &good.key());
+    let (_, wav) = read_entry(disk.path(), &good.key()).expect("the entry");
+    assert_eq!(wav, good.body);
+    let mut bytes = std::fs::read(&entry).expect("the entry file");
+    let at = bytes.len() - (good.body.len() - 44) / 2;
     bytes[at] ^= 0x10;
-    std::fs::write(&wav, &bytes).expect("damage the WAV");
+    std::fs::write(&entry, &bytes).expect("damage the WAV");
 
     let gw = Gateway::start(&conf);
     let r = send(&gw, &body, &[]).await;
     r.expect("MISS");
     assert_eq!(r.body, good.body, "the correct audio, synthesized again");
     assert_eq!(requests(&sim).await, 2, "one re-synthesis");
-    assert_eq!(std::fs::read(&wav).expect("the entry is stored again"), good.body);
+    let (_, wav) = read_entry(disk.path(), &good.key()).expect("the entry is stored again");
+    assert_eq!(wav, good.body);
     let hit = send(&gw, &body, &[]).await;
     hit.expect("HIT");
     assert_eq!(hit.body, good.body);
@@ -953,7 +962,7 @@ async fn purge_removes_an_entry_from_every_tier() {
     }
     let leftovers: Vec<_> = walk(disk.path())
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "wav" || e == "json"))
+        .filter(|p| p.extension().is_some_and(|e| e == "entry"))
         .collect();
     assert!(leftovers.is_empty(), "files left after purge_all: {leftovers:?}");
     // The cache still works afterwards.
@@ -975,4 +984,62 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Redis lock helper both the cache and the supervisor use
+
+#[tokio::test]
+async fn a_redis_lock_is_released_only_by_its_token() {
+    use cosygate::redis_link::RedisLink;
+    use cosygate::redis_lock::{self, LockAttempt, Release};
+    let redis = Redis::start();
+    let link = RedisLink::new(&redis.url(), Duration::from_millis(500), "test").expect("link");
+    let key = "cosygate:lock:test";
+    let (mine, theirs) = (redis_lock::new_token(), redis_lock::new_token());
+    let hold = Duration::from_secs(30);
+
+    assert_eq!(
+        redis_lock::acquire(&link, key, &mine, hold).await,
+        LockAttempt::Acquired
+    );
+    assert_eq!(
+        redis_lock::acquire(&link, key, &theirs, hold).await,
+        LockAttempt::Held
+    );
+    assert!(
+        !redis_lock::release(&link, key, &theirs, Release::Now).await,
+        "not their lock"
+    );
+    assert_eq!(redis_lock::is_held(&link, key).await, Some(true));
+    assert!(redis_lock::release(&link, key, &mine, Release::Now).await);
+    assert_eq!(redis_lock::is_held(&link, key).await, Some(false));
+
+    // Released with a delay: still held (from others) for that long, then gone.
+    assert_eq!(
+        redis_lock::acquire(&link, key, &theirs, hold).await,
+        LockAttempt::Acquired
+    );
+    let keep = Duration::from_millis(300);
+    assert!(redis_lock::release(&link, key, &theirs, Release::After(keep)).await);
+    assert_eq!(
+        redis_lock::acquire(&link, key, &mine, hold).await,
+        LockAttempt::Held
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis_lock::is_held(&link, key).await != Some(false) {
+        assert!(Instant::now() < deadline, "the lock did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        redis_lock::acquire(&link, key, &mine, hold).await,
+        LockAttempt::Acquired
+    );
+
+    // Redis gone: the attempt says so.
+    drop(redis);
+    assert_eq!(
+        redis_lock::acquire(&link, "cosygate:lock:other", &mine, hold).await,
+        LockAttempt::Unavailable
+    );
 }

@@ -2,11 +2,13 @@
 //! one instance synthesize a key while the others wait for its result. Each entry is a hash
 //! `cosygate:cache:<key>` with fields `wav`, `created` (unix ms) and `sha256`, expiring with the
 //! cache TTL; values above `max_value` are not sent. Every call is bounded by the link's timeout;
-//! when Redis is away the request goes on without this tier.
+//! when Redis is away the request goes on without this tier. The lock is `redis_lock`'s (a token,
+//! released by compare), on `cosygate:lock:<key>`.
 
 use super::entry::{CacheKey, CachedWav};
 use crate::api::wav;
 use crate::redis_link::RedisLink;
+use crate::redis_lock::{self, LockAttempt, Release};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,14 +17,7 @@ pub struct RedisTier {
     link: RedisLink,
     ttl: Duration,
     max_value: u64,
-    unlock: redis::Script,
 }
-
-/// Deletes the lock only if we still hold it.
-const UNLOCK_LUA: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
 
 fn entry_key(key: &CacheKey) -> String {
     format!("cosygate:cache:{}", key.hex())
@@ -34,12 +29,7 @@ fn lock_key(key: &CacheKey) -> String {
 
 impl RedisTier {
     pub fn new(link: RedisLink, ttl: Duration, max_value: u64) -> Self {
-        Self {
-            link,
-            ttl,
-            max_value,
-            unlock: redis::Script::new(UNLOCK_LUA),
-        }
+        Self { link, ttl, max_value }
     }
 
     /// The entry, if Redis has a valid one (checksum and WAV structure verified).
@@ -137,32 +127,22 @@ impl RedisTier {
     /// when this instance holds the lock; None when another does. Redis being away counts as
     /// holding it (no coordination is possible, so synthesize locally).
     pub async fn try_lock(&self, key: &CacheKey, hold: Duration) -> Option<String> {
-        let token = format!("{:032x}", rand::random::<u128>());
-        let cmd = redis::cmd("SET")
-            .arg(lock_key(key))
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(hold.as_millis() as u64)
-            .clone();
-        match self.link.query::<Option<String>>(&cmd).await {
-            Some(Some(_)) | None => Some(token),
-            Some(None) => None,
+        let token = redis_lock::new_token();
+        match redis_lock::acquire(&self.link, &lock_key(key), &token, hold).await {
+            LockAttempt::Acquired | LockAttempt::Unavailable => Some(token),
+            LockAttempt::Held => None,
         }
     }
 
     /// Whether some instance still holds the lock for `key` (false when Redis is away).
     pub async fn is_locked(&self, key: &CacheKey) -> bool {
-        self.link
-            .query::<bool>(redis::cmd("EXISTS").arg(lock_key(key)))
+        redis_lock::is_held(&self.link, &lock_key(key))
             .await
             .unwrap_or(false)
     }
 
+    /// Releases the lock for `key` if `token` still holds it.
     pub async fn unlock(&self, key: &CacheKey, token: &str) {
-        let _: Option<i64> = self
-            .link
-            .run_script(&self.unlock, &[&lock_key(key)], &[token.to_string()])
-            .await;
+        redis_lock::release(&self.link, &lock_key(key), token, Release::Now).await;
     }
 }

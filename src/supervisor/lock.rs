@@ -3,29 +3,17 @@
 //! so the cooldown holds across instances too and an instance whose health checks have not yet
 //! seen the restarted backend does not restart it again. Whoever holds it restarts; the others
 //! leave the backend alone. When Redis does not answer, nobody restarts (fail closed: two instances
-//! killing each other's fresh server is worse than waiting).
+//! killing each other's fresh server is worse than waiting). The lock itself is `redis_lock`'s,
+//! shared with the cache.
 
 use crate::config::RedisConf;
 use crate::redis_link::RedisLink;
+use crate::redis_lock::{self, Release};
 use std::net::SocketAddr;
-use std::sync::LazyLock;
 use std::time::Duration;
 
-static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end",
-    )
-});
-
-/// What came of an attempt to take the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lock {
-    Acquired,
-    /// Another instance holds it.
-    Held,
-    /// Redis did not answer.
-    Unavailable,
-}
+/// What came of an attempt to take the lock (`Unavailable`: Redis did not answer).
+pub use crate::redis_lock::LockAttempt as Lock;
 
 pub struct RestartLock {
     link: RedisLink,
@@ -37,7 +25,7 @@ impl RestartLock {
     pub fn new(conf: &RedisConf) -> Result<Self, String> {
         Ok(Self {
             link: RedisLink::new(conf.url.expose(), conf.timeout.0, "restart_lock")?,
-            id: format!("{:032x}", rand::random::<u128>()),
+            id: redis_lock::new_token(),
         })
     }
 
@@ -47,22 +35,11 @@ impl RestartLock {
 
     /// Takes the lock on `addr` for at most `ttl`.
     pub async fn acquire(&self, addr: SocketAddr, ttl: Duration) -> Lock {
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(Self::key(addr)).arg(&self.id).arg("NX").arg("PX").arg(ms);
-        match self.link.query::<Option<String>>(&cmd).await {
-            Some(Some(_)) => Lock::Acquired,
-            Some(None) => Lock::Held,
-            None => Lock::Unavailable,
-        }
+        redis_lock::acquire(&self.link, &Self::key(addr), &self.id, ttl).await
     }
 
     /// Lets the lock on `addr` expire `keep` from now, if this instance still holds it.
     pub async fn release(&self, addr: SocketAddr, keep: Duration) {
-        let ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1);
-        let _: Option<i64> = self
-            .link
-            .run_script(&RELEASE, &[&Self::key(addr)], &[self.id.clone(), ms.to_string()])
-            .await;
+        redis_lock::release(&self.link, &Self::key(addr), &self.id, Release::After(keep)).await;
     }
 }
