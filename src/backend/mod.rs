@@ -12,6 +12,7 @@ mod synthesize;
 use crate::api::{ApiError, GenerateRequest};
 use crate::config::GatewayConf;
 use crate::jobs::{Phase, Progress};
+pub use attempt::UpstreamRequest;
 use bytes::Bytes;
 use fallback::Fallback;
 use indexmap::IndexMap;
@@ -19,7 +20,6 @@ use pingora::connectors::http::Connector;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::services::background::GenBackgroundService;
 pub use pool::BackendPool;
-pub use protocol::UpstreamRequest;
 use std::net::SocketAddr;
 use std::sync::Arc;
 

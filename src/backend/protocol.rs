@@ -6,7 +6,7 @@
 //! - `generate_json`: the validated request as our JSON body to `POST /generate`; the answer must already
 //!   be a complete WAV.
 
-use super::attempt::AttemptError;
+use super::attempt::{AttemptError, UpstreamRequest};
 use super::multipart::Form;
 use crate::api::{wav, ApiError, GenerateRequest, Mode, END_OF_PROMPT};
 use crate::config::{ModelFamily, PoolConf, Protocol};
@@ -14,14 +14,6 @@ use bytes::Bytes;
 
 /// The system prompt CosyVoice3's own examples put in front of the marker.
 const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
-
-/// A request ready to send to any backend of a pool (built once, reused for every attempt).
-#[derive(Debug, Clone)]
-pub struct UpstreamRequest {
-    pub path: &'static str,
-    pub content_type: String,
-    pub body: Bytes,
-}
 
 /// Builds the backend request. `generate_json` backends get the validated request
 /// re-serialized (never the client's raw bytes), so they see exactly what was checked and what
