@@ -11,8 +11,8 @@
 //! synthesis ends, so expiry and eviction are queues in finish order (which is expiry order,
 //! `keep` being fixed): amortised O(1) per job, no sweep over the store.
 
-use crate::api::ApiError;
 use crate::config::JobsConf;
+use crate::synth::SynthError;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -39,7 +39,31 @@ pub enum Phase {
         eta: Duration,
     },
     Running,
-    Done(Result<Answer, ApiError>),
+    Done(Result<Answer, JobFailed>),
+}
+
+/// Why a job may not start (the edge answers 429 / 503 `too_many_jobs`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// The caller already holds `held` unfinished jobs, its quota.
+    #[error("{held} unfinished jobs already (the quota)")]
+    QuotaReached { held: usize },
+    /// The store holds `jobs.max` jobs and none is finished.
+    #[error("the job store is full of unfinished jobs")]
+    StoreFull,
+}
+
+/// Why a finished request has no audio for its poller.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobFailed {
+    #[error(transparent)]
+    Synth(#[from] SynthError),
+    /// Its result was dropped early to stay within `jobs.max_bytes` (kept `keep` at most).
+    #[error("job {id}: result dropped early")]
+    Expired { id: String, keep: Duration },
+    /// Its task ended (panic, abort) without recording an answer.
+    #[error("the synthesis task ended without an answer")]
+    Died,
 }
 
 /// The shared view of one request's progress, written by its task, read by pollers.
@@ -49,13 +73,11 @@ pub type Progress = Arc<Mutex<Phase>>;
 pub enum JobStatus {
     Queued { position: usize, eta: Duration },
     Running,
-    Done(Result<Answer, ApiError>),
+    Done(Result<Answer, JobFailed>),
 }
 
 /// Bytes charged per finished job besides its WAV (id, owner, map and queue entries).
 const JOB_OVERHEAD: usize = 256;
-/// `Retry-After` of a caller over its quota of unfinished jobs.
-const QUOTA_RETRY_AFTER: u64 = 5;
 
 struct Job {
     owner: String,
@@ -144,7 +166,7 @@ impl Jobs {
         owner: &str,
         progress: Progress,
         task: tokio::task::JoinHandle<T>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, JobError> {
         let id = {
             let mut store = lock(&self.store);
             let now = Instant::now();
@@ -153,12 +175,7 @@ impl Jobs {
             self.quota_left(&store, &quota)?;
             while store.jobs.len() >= self.max {
                 if !store.drop_oldest_finished() {
-                    return Err(ApiError::new(
-                        503,
-                        "too_many_jobs",
-                        "too many jobs are pending; try again shortly",
-                    )
-                    .with_retry_after(5));
+                    return Err(JobError::StoreFull);
                 }
             }
             let id = format!("{:032x}", rand::random::<u128>());
@@ -185,24 +202,17 @@ impl Jobs {
 
     /// 429 `too_many_jobs` if `owner` already holds its quota of unfinished jobs. Runs before
     /// a `Prefer: respond-async` request starts, so a refused one never reaches a backend.
-    pub fn check_quota(&self, owner: &str) -> Result<(), ApiError> {
+    pub fn check_quota(&self, owner: &str) -> Result<(), JobError> {
         let store = lock(&self.store);
         self.quota_left(&store, &quota_key(owner))
     }
 
-    fn quota_left(&self, store: &Store, quota: &str) -> Result<(), ApiError> {
+    fn quota_left(&self, store: &Store, quota: &str) -> Result<(), JobError> {
         let held = store.unfinished.get(quota).copied().unwrap_or(0);
         if held < self.per_caller {
             return Ok(());
         }
-        Err(ApiError::new(
-            429,
-            "too_many_jobs",
-            format!(
-                "you already have {held} unfinished jobs (the limit per caller); fetch their results from /v1/jobs/{{id}} before starting more"
-            ),
-        )
-        .with_retry_after(QUOTA_RETRY_AFTER))
+        Err(JobError::QuotaReached { held })
     }
 
     /// The job's status for `owner`; None for an unknown or expired id, or another caller's job
@@ -239,11 +249,7 @@ impl Jobs {
         let bytes = {
             let mut phase = lock(&job.progress);
             if died && !matches!(*phase, Phase::Done(_)) {
-                *phase = Phase::Done(Err(ApiError::new(
-                    500,
-                    "internal",
-                    "the synthesis task ended without an answer; please report it",
-                )));
+                *phase = Phase::Done(Err(JobFailed::Died));
             }
             match &*phase {
                 Phase::Done(Ok(a)) => {
@@ -326,14 +332,10 @@ impl Store {
             }
             let freed = job.bytes - JOB_OVERHEAD;
             job.bytes = JOB_OVERHEAD;
-            job.progress = Arc::new(Mutex::new(Phase::Done(Err(ApiError::new(
-                404,
-                "job_expired",
-                format!(
-                    "job {id} finished, but its result was dropped early to keep the job store within jobs.max_bytes (results are kept for up to {} s, less when the store is full); send the request again",
-                    keep.as_secs()
-                ),
-            )))));
+            job.progress = Arc::new(Mutex::new(Phase::Done(Err(JobFailed::Expired {
+                id: id.clone(),
+                keep,
+            }))));
             self.bytes -= freed;
             return true;
         }

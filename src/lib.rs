@@ -14,3 +14,4 @@ pub mod redis_link;
 pub mod schedule;
 pub mod sim;
 pub mod supervisor;
+pub mod synth;

@@ -8,8 +8,9 @@
 
 use super::attempt::{AttemptError, UpstreamRequest};
 use super::multipart::Form;
-use crate::api::{wav, ApiError, GenerateRequest, Mode, END_OF_PROMPT};
+use crate::api::{wav, GenerateRequest, Mode, END_OF_PROMPT};
 use crate::config::{ModelFamily, PoolConf, Protocol};
+use crate::synth::Refusal;
 use bytes::Bytes;
 
 /// The system prompt CosyVoice3's own examples put in front of the marker.
@@ -18,7 +19,7 @@ const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
 /// Builds the backend request. `generate_json` backends get the validated request
 /// re-serialized (never the client's raw bytes), so they see exactly what was checked and what
 /// the cache key covers. Refuses what the pool's protocol cannot express.
-pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
+pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, Refusal> {
     match pool.protocol {
         Protocol::GenerateJson => Ok(UpstreamRequest {
             path: "/generate",
@@ -29,9 +30,9 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, 
     }
 }
 
-fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
+fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRequest, Refusal> {
     if req.speed != 1.0 {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::new(
             "unsupported_parameter",
             "`speed` other than 1.0 is not supported by this pool's backends (CosyVoice's FastAPI server has no speed control)",
         ));

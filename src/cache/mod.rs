@@ -12,10 +12,11 @@ pub mod memory;
 pub mod redis_tier;
 pub mod single_flight;
 
-use crate::api::{ApiError, GenerateRequest};
+use crate::api::GenerateRequest;
 use crate::config::{CacheConf, CacheShare};
 use crate::metrics;
 use crate::redis_link::RedisLink;
+use crate::synth::SynthError;
 use bytes::Bytes;
 use disk::DiskTier;
 pub use entry::{CacheKey, CachedWav};
@@ -37,7 +38,7 @@ pub enum Outcome {
 }
 
 /// What a synthesis produced: the WAV, and whether it may be cached (fallback audio may not).
-pub type Synthesized = Result<(Bytes, bool), ApiError>;
+pub type Synthesized = Result<(Bytes, bool), SynthError>;
 
 /// How often a waiting instance looks for another instance's result in Redis.
 const LOCK_POLL: Duration = Duration::from_millis(50);
@@ -48,7 +49,7 @@ pub struct Cache {
     redis: Option<Arc<RedisTier>>,
     share: CacheShare,
     lock_hold: Duration,
-    flights: SingleFlight<Result<(CachedWav, bool), ApiError>>,
+    flights: SingleFlight<Result<(CachedWav, bool), SynthError>>,
 }
 
 impl Cache {
@@ -131,7 +132,7 @@ impl Cache {
         key: CacheKey,
         params: serde_json::Value,
         synthesize: F,
-    ) -> Result<(CachedWav, Outcome), ApiError>
+    ) -> Result<(CachedWav, Outcome), SynthError>
     where
         F: Future<Output = Synthesized> + Send + 'static,
     {
@@ -162,7 +163,7 @@ impl Cache {
         key: CacheKey,
         params: serde_json::Value,
         synthesize: F,
-    ) -> Result<(CachedWav, bool), ApiError>
+    ) -> Result<(CachedWav, bool), SynthError>
     where
         F: Future<Output = Synthesized>,
     {

@@ -215,7 +215,7 @@ impl Gateway {
                 self.send_answer(session, ctx, answer).await;
                 Ok(())
             }
-            JobStatus::Done(Err(e)) => Err(e),
+            JobStatus::Done(Err(e)) => Err(e.into()),
             JobStatus::Queued { .. } | JobStatus::Running => {
                 let progress = self.jobs.progress(id).ok_or_else(not_found)?;
                 self.send_job_status(session, ctx, 202, id, &progress).await;

@@ -10,6 +10,7 @@ mod body;
 mod body_budget;
 mod conn_cap;
 mod conn_guard;
+mod errors;
 mod generate;
 mod produce;
 mod respond;

@@ -3,10 +3,11 @@
 //! request can become a 202 job and finish after its HTTP exchange ended; its `Progress` tells
 //! pollers where it is.
 
-use crate::api::{ApiError, GenerateRequest};
+use crate::api::GenerateRequest;
 use crate::backend::{BackendPool, PoolSet, UpstreamRequest};
 use crate::cache::{self, Cache, CacheKey, Outcome};
 use crate::jobs::{Answer, Phase, Progress};
+use crate::synth::SynthError;
 use std::sync::{Arc, Mutex};
 
 /// A request's cache key and the parameters it stands for (for the disk tier's index).
@@ -31,14 +32,14 @@ pub struct Work {
 }
 
 /// Runs the work and records its result in its progress cell.
-pub async fn produce(work: Work) -> Result<Answer, ApiError> {
+pub async fn produce(work: Work) -> Result<Answer, SynthError> {
     let progress = work.progress.clone();
     let result = run(work).await;
-    *progress.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Done(result.clone());
+    *progress.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Done(result.clone().map_err(Into::into));
     result
 }
 
-async fn run(w: Work) -> Result<Answer, ApiError> {
+async fn run(w: Work) -> Result<Answer, SynthError> {
     let mut headers = Vec::new();
     let Work {
         cache,
