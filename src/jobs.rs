@@ -12,18 +12,10 @@
 //! `keep` being fixed): amortised O(1) per job, no sweep over the store.
 
 use crate::config::JobsConf;
-use crate::synth::SynthError;
-use bytes::Bytes;
+use crate::synth::{Position, Report, SynthError, Synthesized};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A finished synthesis: the WAV and the headers it is served with.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub wav: Bytes,
-    pub headers: Vec<(&'static str, String)>,
-}
 
 /// Where a request is: waiting for a GPU slot, synthesizing, or done.
 #[derive(Clone)]
@@ -31,7 +23,7 @@ pub enum Phase {
     /// `position` reads the live queue position and the expected wait (None once a slot is
     /// granted).
     Queued {
-        position: Arc<dyn Fn() -> Option<(usize, Duration)> + Send + Sync>,
+        position: Position,
     },
     /// Accepted, not yet in the pool's queue (or waiting on an identical request's synthesis);
     /// `eta` was estimated when the request arrived.
@@ -39,7 +31,7 @@ pub enum Phase {
         eta: Duration,
     },
     Running,
-    Done(Result<Answer, JobFailed>),
+    Done(Result<Synthesized, JobFailed>),
 }
 
 /// Why a job may not start (the edge answers 429 / 503 `too_many_jobs`).
@@ -69,11 +61,33 @@ pub enum JobFailed {
 /// The shared view of one request's progress, written by its task, read by pollers.
 pub type Progress = Arc<Mutex<Phase>>;
 
+/// The layers below report into the cell ([`Report`]); `track` records the end.
+impl Report for Mutex<Phase> {
+    fn queued(&self, position: Position) {
+        *lock(self) = Phase::Queued { position };
+    }
+
+    fn running(&self) {
+        *lock(self) = Phase::Running;
+    }
+}
+
+/// The job layer around a synthesis: runs it and records its result in `progress` (where a
+/// poller finds it), then returns it. Runs in the request's production task.
+pub async fn track<F>(progress: Progress, synthesis: F) -> Result<Synthesized, SynthError>
+where
+    F: std::future::Future<Output = Result<Synthesized, SynthError>>,
+{
+    let result = synthesis.await;
+    *lock(&progress) = Phase::Done(result.clone().map_err(JobFailed::from));
+    result
+}
+
 /// What a poller is told.
 pub enum JobStatus {
     Queued { position: usize, eta: Duration },
     Running,
-    Done(Result<Answer, JobFailed>),
+    Done(Result<Synthesized, JobFailed>),
 }
 
 /// Bytes charged per finished job besides its WAV (id, owner, map and queue entries).
@@ -252,11 +266,7 @@ impl Jobs {
                 *phase = Phase::Done(Err(JobFailed::Died));
             }
             match &*phase {
-                Phase::Done(Ok(a)) => {
-                    a.wav.len()
-                        + a.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
-                        + JOB_OVERHEAD
-                }
+                Phase::Done(Ok(a)) => a.wav.len() + JOB_OVERHEAD,
                 _ => JOB_OVERHEAD,
             }
         };

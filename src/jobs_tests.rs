@@ -29,9 +29,12 @@ fn task(
         if let Some(go) = go {
             let _ = go.await;
         }
-        *lock(&progress) = Phase::Done(Ok(Answer {
-            wav: Bytes::from(vec![7u8; len]),
-            headers: vec![],
+        *lock(&progress) = Phase::Done(Ok(Synthesized {
+            wav: bytes::Bytes::from(vec![7u8; len]),
+            source: crate::synth::Source::Fallback,
+            degraded: false,
+            created: std::time::SystemTime::now(),
+            key: None,
         }));
     })
 }

@@ -11,7 +11,6 @@ mod synthesize;
 
 use crate::api::GenerateRequest;
 use crate::config::GatewayConf;
-use crate::jobs::{Phase, Progress};
 use crate::synth::Refusal;
 pub use attempt::UpstreamRequest;
 use bytes::Bytes;
@@ -41,6 +40,14 @@ pub struct Synthesis {
 #[error("{message}")]
 pub struct UnknownPool {
     pub message: String,
+}
+
+/// A request ready for a pool: its backend request, and its text for the fallback voice.
+#[derive(Clone)]
+pub struct Prepared {
+    pub pool: Arc<BackendPool>,
+    pub upstream: UpstreamRequest,
+    pub text: String,
 }
 
 /// Every pool, the default one, and the shared connection pool to the backends.
@@ -125,13 +132,14 @@ impl PoolSet {
     }
 
     /// Translates a validated request into `pool`'s protocol, or refuses what the pool's
-    /// backends cannot do (before any cache or backend work; see [`precheck`]).
-    pub fn prepare(&self, pool: &BackendPool, req: &GenerateRequest) -> Result<UpstreamRequest, Refusal> {
+    /// backends cannot do (before any cache or backend work; see [`precheck`]). Runs once per
+    /// request, on the worker thread or the blocking pool; pure.
+    pub fn prepare(&self, pool: &Arc<BackendPool>, req: &GenerateRequest) -> Result<Prepared, Refusal> {
         precheck::check(&pool.name, &pool.conf, req)?;
-        protocol::build(&pool.conf, req)
+        Ok(Prepared {
+            pool: pool.clone(),
+            upstream: protocol::build(&pool.conf, req)?,
+            text: req.text.clone(),
+        })
     }
-}
-
-fn set_phase(progress: &Progress, phase: Phase) {
-    *progress.lock().unwrap_or_else(|p| p.into_inner()) = phase;
 }

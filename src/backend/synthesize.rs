@@ -16,11 +16,10 @@
 //!   open breakers by exhausting the retry budget.
 
 use super::attempt::{self, AttemptError};
-use super::{protocol, set_phase, BackendPool, PoolSet, Synthesis, UpstreamRequest};
-use crate::jobs::{Phase, Progress};
+use super::{protocol, BackendPool, PoolSet, Prepared, Synthesis};
 use crate::metrics;
 use crate::schedule::QueueError;
-use crate::synth::SynthError;
+use crate::synth::{Report, SynthError};
 use log::{info, warn};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,13 +101,12 @@ impl PoolSet {
     /// the queue, the backend and the fallback process.
     pub async fn synthesize(
         &self,
-        pool: &BackendPool,
-        upstream: &UpstreamRequest,
-        text: &str,
+        prepared: &Prepared,
         client: &str,
         request_id: &str,
-        progress: &Progress,
+        progress: &dyn Report,
     ) -> Result<Synthesis, SynthError> {
+        let Prepared { pool, upstream, text } = prepared;
         let conf = &pool.conf;
         let deadline = Instant::now() + conf.request_deadline();
         pool.retry_budget.record_request();
@@ -139,12 +137,7 @@ impl PoolSet {
                 Err(QueueError::NoBackend) => break,
                 Err(e) => return Err(queue_error(pool, e)),
             };
-            set_phase(
-                progress,
-                Phase::Queued {
-                    position: Arc::new(ticket.position_probe()),
-                },
-            );
+            progress.queued(Arc::new(ticket.position_probe()));
             let slot = match ticket.slot_until(deadline).await {
                 Ok(slot) => slot,
                 Err(QueueError::Timeout { .. }) if Instant::now() >= deadline => {
@@ -153,7 +146,7 @@ impl PoolSet {
                 }
                 Err(e) => return Err(queue_error(pool, e)),
             };
-            set_phase(progress, Phase::Running);
+            progress.running();
             let addr = slot.addr();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);

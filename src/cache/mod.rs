@@ -16,8 +16,7 @@ use crate::api::GenerateRequest;
 use crate::config::{CacheConf, CacheShare};
 use crate::metrics;
 use crate::redis_link::RedisLink;
-use crate::synth::SynthError;
-use bytes::Bytes;
+use crate::synth::{Source, SynthError, Synthesized};
 use disk::DiskTier;
 pub use entry::{CacheKey, CachedWav};
 use memory::MemoryTier;
@@ -25,20 +24,10 @@ use redis_tier::RedisTier;
 use single_flight::SingleFlight;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-/// Where an answer came from (`X-Cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from a tier (`memory`, `disk`, `redis`) or from an identical request's synthesis
-    /// that was already running (`inflight`).
-    Hit(&'static str),
-    /// This request's synthesis.
-    Miss,
-}
-
-/// What a synthesis produced: the WAV, and whether it may be cached (fallback audio may not).
-pub type Synthesized = Result<(Bytes, bool), SynthError>;
+/// A synthesis's answer, and whether the cache may keep it (fallback audio may not).
+pub type Fresh = Result<(Synthesized, bool), SynthError>;
 
 /// How often a waiting instance looks for another instance's result in Redis.
 const LOCK_POLL: Duration = Duration::from_millis(50);
@@ -49,7 +38,9 @@ pub struct Cache {
     redis: Option<Arc<RedisTier>>,
     share: CacheShare,
     lock_hold: Duration,
-    flights: SingleFlight<Result<(CachedWav, bool), SynthError>>,
+    /// A flight's answer (with its source and `degraded`, so joiners are told the same), and
+    /// whether it was synthesized by this flight.
+    flights: SingleFlight<Result<(Synthesized, bool), SynthError>>,
 }
 
 impl Cache {
@@ -127,48 +118,46 @@ impl Cache {
 
     /// Answers from the cache, or runs `synthesize` once for all identical requests in flight
     /// and stores its result (when cacheable). `params` describe the request for the disk tier.
+    /// The answer's `source` is the tier of a hit, `InFlight` for a joined synthesis, or the
+    /// synthesis's own; its `key` is `key`.
     pub async fn get_or_synthesize<F>(
         self: &Arc<Self>,
         key: CacheKey,
         params: serde_json::Value,
         synthesize: F,
-    ) -> Result<(CachedWav, Outcome), SynthError>
+    ) -> Result<Synthesized, SynthError>
     where
-        F: Future<Output = Synthesized> + Send + 'static,
+        F: Future<Output = Fresh> + Send + 'static,
     {
         if let Some((hit, tier)) = self.lookup(&key).await {
             update_ratio(true);
-            return Ok((hit, Outcome::Hit(tier)));
+            return Ok(from_tier(hit, tier, key));
         }
         let this = self.clone();
         let work = async move { this.fill(key, params, synthesize).await };
         let (result, led) = self.flights.run(key, work).await;
-        let (entry, fresh) = result?;
+        let (mut answer, fresh) = result?;
         update_ratio(!led || !fresh);
-        Ok((
-            entry,
-            if led && fresh {
-                Outcome::Miss
-            } else {
-                Outcome::Hit("inflight")
-            },
-        ))
+        if !(led && fresh) {
+            answer.source = Source::InFlight;
+        }
+        Ok(answer)
     }
 
     /// The one synthesis for a key: coordinate with other instances through Redis, run it,
-    /// store the result. Returns the entry and whether it was synthesized here (false: found in
-    /// a tier after all, e.g. another instance's result).
+    /// store the result. Returns the answer and whether it was synthesized here (false: found
+    /// in a tier after all, e.g. another instance's result).
     async fn fill<F>(
         &self,
         key: CacheKey,
         params: serde_json::Value,
         synthesize: F,
-    ) -> Result<(CachedWav, bool), SynthError>
+    ) -> Result<(Synthesized, bool), SynthError>
     where
-        F: Future<Output = Synthesized>,
+        F: Future<Output = Fresh>,
     {
-        if let Some((hit, _)) = self.lookup(&key).await {
-            return Ok((hit, false));
+        if let Some((hit, tier)) = self.lookup(&key).await {
+            return Ok((from_tier(hit, tier, key), false));
         }
         // Held until the result is stored; released even when every caller goes away
         // mid-synthesis, so other instances do not wait out the whole lock time.
@@ -179,25 +168,20 @@ impl Cache {
                     key,
                     token,
                 }),
-                Err(found) => return Ok((found, false)),
+                Err(found) => return Ok((from_tier(found, "redis", key), false)),
             },
             None => None,
         };
-        let result = synthesize.await;
-        let stored = match result {
-            Ok((wav, cacheable)) => {
-                let entry = CachedWav {
-                    wav,
-                    created: SystemTime::now(),
-                };
-                if cacheable {
-                    self.store(&key, &entry, &params).await;
-                }
-                Ok((entry, true))
-            }
-            Err(e) => Err(e),
-        };
-        stored
+        let (mut answer, cacheable) = synthesize.await?;
+        answer.key = Some(key);
+        if cacheable {
+            let entry = CachedWav {
+                wav: answer.wav.clone(),
+                created: answer.created,
+            };
+            self.store(&key, &entry, &params).await;
+        }
+        Ok((answer, true))
     }
 
     /// Takes the cross-instance lock for `key` (Ok(token)), or waits for the holder's result
@@ -274,6 +258,18 @@ impl Drop for RedisLock {
         if !token.is_empty() {
             tokio::spawn(async move { redis.unlock(&key, &token).await });
         }
+    }
+}
+
+/// A tier's entry as an answer. Tiers do not keep `degraded` (fallback audio is stored only
+/// with `fallback.cache: true`).
+fn from_tier(hit: CachedWav, tier: &'static str, key: CacheKey) -> Synthesized {
+    Synthesized {
+        wav: hit.wav,
+        source: Source::Tier(tier),
+        degraded: false,
+        created: hit.created,
+        key: Some(key),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The seam's vocabulary: why a synthesis failed (`SynthError`) and why a request was refused
-//! before any work (`Refusal`), typed below the edge. `cache`, `backend` and `jobs` return
+//! Why a synthesis failed (`SynthError`) and why a request was refused before any work
+//! (`Refusal`), typed below the edge. `cache`, `backend` and `jobs` return
 //! these; only `gateway/` turns them into statuses, codes, messages and `Retry-After`
 //! (`gateway/errors.rs`). Each variant carries what that answer needs, nothing of HTTP.
 
