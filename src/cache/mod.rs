@@ -4,6 +4,13 @@
 //! meanwhile (in this process: `single_flight`; across instances: a short-lived lock in Redis).
 //! Only complete, validated WAVs are stored. The cache knows nothing of backends: it is handed
 //! the synthesis as a future.
+//!
+//! A miss is answered first and stored after: the memory insert, the disk write (fsyncs and
+//! renames) and the Redis write run in a task once the answer is on its way, and so does the
+//! disk copy of a Redis hit. Until its store is done the entry stays in `storing`, so an
+//! identical request that arrives meanwhile is still answered from that one synthesis; the
+//! Redis lock is held until the store is done, so other instances wait for it too. At most
+//! `STORES_IN_FLIGHT` stores run behind their answers; beyond, a store runs before its answer.
 
 pub mod disk;
 pub mod entry;
@@ -22,8 +29,9 @@ pub use entry::{CacheKey, CachedWav};
 use memory::MemoryTier;
 use redis_tier::RedisTier;
 use single_flight::SingleFlight;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A synthesis's answer, and whether the cache may keep it (fallback audio may not).
@@ -31,16 +39,22 @@ pub type Fresh = Result<(Synthesized, bool), SynthError>;
 
 /// How often a waiting instance looks for another instance's result in Redis.
 const LOCK_POLL: Duration = Duration::from_millis(50);
+/// Most stores (and disk copies of Redis hits) running after their answers at once.
+const STORES_IN_FLIGHT: usize = 32;
 
 pub struct Cache {
     memory: MemoryTier,
-    disk: Option<DiskTier>,
+    disk: Option<Arc<DiskTier>>,
     redis: Option<Arc<RedisTier>>,
     share: CacheShare,
     lock_hold: Duration,
     /// A flight's answer (with its source and `degraded`, so joiners are told the same), and
     /// whether it was synthesized by this flight.
     flights: SingleFlight<Result<(Synthesized, bool), SynthError>>,
+    /// Entries answered whose store is still running (at most `STORES_IN_FLIGHT`).
+    storing: Mutex<HashMap<CacheKey, CachedWav>>,
+    /// One per store running after its answer.
+    store_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Cache {
@@ -48,11 +62,11 @@ impl Cache {
     pub async fn open(conf: &CacheConf) -> Result<Self, String> {
         let ttl = conf.ttl.0;
         let disk = match &conf.disk {
-            Some(d) => Some(
+            Some(d) => Some(Arc::new(
                 DiskTier::open(d.path.clone(), d.max.0, ttl)
                     .await
                     .map_err(|e| format!("cache.disk.path {}: {e}", d.path.display()))?,
-            ),
+            )),
             None => None,
         };
         let redis = match &conf.redis {
@@ -74,6 +88,8 @@ impl Cache {
                 .map(|r| r.lock.0)
                 .unwrap_or(Duration::from_secs(30)),
             flights: SingleFlight::default(),
+            storing: Mutex::new(HashMap::new()),
+            store_permits: Arc::new(tokio::sync::Semaphore::new(STORES_IN_FLIGHT)),
         })
     }
 
@@ -87,7 +103,8 @@ impl Cache {
         key::cache_key(scope, pool, model_version, req)
     }
 
-    /// Looks the key up tier by tier, promoting a lower-tier hit to the tiers above.
+    /// Looks the key up tier by tier, promoting a lower-tier hit to the tiers above (a Redis
+    /// hit's disk copy is written after the answer, when a store permit is free).
     pub async fn lookup(&self, key: &CacheKey) -> Option<(CachedWav, &'static str)> {
         if let Some(hit) = self.memory.get(key).await {
             count("memory", true);
@@ -108,7 +125,17 @@ impl Cache {
             if let Some(hit) = hit {
                 self.memory.put(key, &hit).await;
                 if let Some(disk) = &self.disk {
-                    disk.put(key, &hit, &serde_json::json!({"from": "redis"})).await;
+                    let from = serde_json::json!({"from": "redis"});
+                    match self.store_permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (disk, key, entry) = (disk.clone(), *key, hit.clone());
+                            tokio::spawn(async move {
+                                disk.put(&key, &entry, &from).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => disk.put(key, &hit, &from).await,
+                    }
                 }
                 return Some((hit, "redis"));
             }
@@ -148,7 +175,7 @@ impl Cache {
     /// store the result. Returns the answer and whether it was synthesized here (false: found
     /// in a tier after all, e.g. another instance's result).
     async fn fill<F>(
-        &self,
+        self: &Arc<Self>,
         key: CacheKey,
         params: serde_json::Value,
         synthesize: F,
@@ -156,12 +183,14 @@ impl Cache {
     where
         F: Future<Output = Fresh>,
     {
-        if let Some((hit, tier)) = self.lookup(&key).await {
-            return Ok((from_tier(hit, tier, key), false));
+        // This request's lookup ran before it joined; an identical request's answer may have
+        // landed since (still being stored, or stored in memory): looked at, not counted again.
+        if let Some(hit) = self.peek(&key).await {
+            return Ok((from_tier(hit, "memory", key), false));
         }
         // Held until the result is stored; released even when every caller goes away
         // mid-synthesis, so other instances do not wait out the whole lock time.
-        let _lock = match &self.redis {
+        let lock = match &self.redis {
             Some(redis) => match self.lock_or_wait(redis, &key).await {
                 Ok(token) => Some(RedisLock {
                     redis: redis.clone(),
@@ -179,9 +208,40 @@ impl Cache {
                 wav: answer.wav.clone(),
                 created: answer.created,
             };
-            self.store(&key, &entry, &params).await;
+            self.store_after(key, entry, params, lock).await;
         }
         Ok((answer, true))
+    }
+
+    /// An entry answered but possibly not yet in the tiers: from `storing`, or from memory.
+    async fn peek(&self, key: &CacheKey) -> Option<CachedWav> {
+        let storing = lock(&self.storing).get(key).cloned();
+        match storing {
+            Some(entry) => Some(entry),
+            None => self.memory.get(key).await,
+        }
+    }
+
+    /// Stores `entry` in a task, keeping it in `storing` (and `held`, the Redis lock) until
+    /// every tier has it; when `STORES_IN_FLIGHT` stores run already, stores it here instead.
+    async fn store_after(
+        self: &Arc<Self>,
+        key: CacheKey,
+        entry: CachedWav,
+        params: serde_json::Value,
+        held: Option<RedisLock>,
+    ) {
+        let Ok(permit) = self.store_permits.clone().try_acquire_owned() else {
+            self.store(&key, &entry, &params).await;
+            return;
+        };
+        lock(&self.storing).insert(key, entry.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.store(&key, &entry, &params).await;
+            lock(&this.storing).remove(&key);
+            drop((held, permit));
+        });
     }
 
     /// Takes the cross-instance lock for `key` (Ok(token)), or waits for the holder's result
@@ -271,6 +331,10 @@ fn from_tier(hit: CachedWav, tier: &'static str, key: CacheKey) -> Synthesized {
         created: hit.created,
         key: Some(key),
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn count(tier: &'static str, hit: bool) {
