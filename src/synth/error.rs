@@ -54,6 +54,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal with its code and what to do instead; built by `backend::precheck` and
+    /// `backend::protocol` while a request is prepared.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,

@@ -43,6 +43,7 @@ pub struct Synthesizer {
 }
 
 impl Synthesizer {
+    /// Assembles the layers once, when the gateway service is built; does no I/O.
     pub fn new(cache: Option<Arc<Cache>>, pools: Arc<PoolSet>) -> Self {
         Self { cache, pools }
     }
