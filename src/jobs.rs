@@ -11,19 +11,11 @@
 //! synthesis ends, so expiry and eviction are queues in finish order (which is expiry order,
 //! `keep` being fixed): amortised O(1) per job, no sweep over the store.
 
-use crate::api::ApiError;
 use crate::config::JobsConf;
-use bytes::Bytes;
+use crate::synth::{Position, Report, SynthError, Synthesized};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A finished synthesis: the WAV and the headers it is served with.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub wav: Bytes,
-    pub headers: Vec<(&'static str, String)>,
-}
 
 /// Where a request is: waiting for a GPU slot, synthesizing, or done.
 #[derive(Clone)]
@@ -31,7 +23,7 @@ pub enum Phase {
     /// `position` reads the live queue position and the expected wait (None once a slot is
     /// granted).
     Queued {
-        position: Arc<dyn Fn() -> Option<(usize, Duration)> + Send + Sync>,
+        position: Position,
     },
     /// Accepted, not yet in the pool's queue (or waiting on an identical request's synthesis);
     /// `eta` was estimated when the request arrived.
@@ -39,23 +31,67 @@ pub enum Phase {
         eta: Duration,
     },
     Running,
-    Done(Result<Answer, ApiError>),
+    Done(Result<Synthesized, JobFailed>),
+}
+
+/// Why a job may not start (the edge answers 429 / 503 `too_many_jobs`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// The caller already holds `held` unfinished jobs, its quota.
+    #[error("{held} unfinished jobs already (the quota)")]
+    QuotaReached { held: usize },
+    /// The store holds `jobs.max` jobs and none is finished.
+    #[error("the job store is full of unfinished jobs")]
+    StoreFull,
+}
+
+/// Why a finished request has no audio for its poller.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobFailed {
+    #[error(transparent)]
+    Synth(#[from] SynthError),
+    /// Its result was dropped early to stay within `jobs.max_bytes` (kept `keep` at most).
+    #[error("job {id}: result dropped early")]
+    Expired { id: String, keep: Duration },
+    /// Its task ended (panic, abort) without recording an answer.
+    #[error("the synthesis task ended without an answer")]
+    Died,
 }
 
 /// The shared view of one request's progress, written by its task, read by pollers.
 pub type Progress = Arc<Mutex<Phase>>;
 
+/// The layers below report into the cell ([`Report`]); `track` records the end.
+impl Report for Mutex<Phase> {
+    fn queued(&self, position: Position) {
+        *lock(self) = Phase::Queued { position };
+    }
+
+    fn running(&self) {
+        *lock(self) = Phase::Running;
+    }
+}
+
+/// The job layer around a synthesis: runs it and records its result in `progress` (where a
+/// poller finds it), then returns it. Runs in the request's production task.
+pub async fn track<F>(progress: Progress, synthesis: F) -> Result<Synthesized, SynthError>
+where
+    F: std::future::Future<Output = Result<Synthesized, SynthError>>,
+{
+    let result = synthesis.await;
+    *lock(&progress) = Phase::Done(result.clone().map_err(JobFailed::from));
+    result
+}
+
 /// What a poller is told.
 pub enum JobStatus {
     Queued { position: usize, eta: Duration },
     Running,
-    Done(Result<Answer, ApiError>),
+    Done(Result<Synthesized, JobFailed>),
 }
 
 /// Bytes charged per finished job besides its WAV (id, owner, map and queue entries).
 const JOB_OVERHEAD: usize = 256;
-/// `Retry-After` of a caller over its quota of unfinished jobs.
-const QUOTA_RETRY_AFTER: u64 = 5;
 
 struct Job {
     owner: String,
@@ -144,7 +180,7 @@ impl Jobs {
         owner: &str,
         progress: Progress,
         task: tokio::task::JoinHandle<T>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, JobError> {
         let id = {
             let mut store = lock(&self.store);
             let now = Instant::now();
@@ -153,12 +189,7 @@ impl Jobs {
             self.quota_left(&store, &quota)?;
             while store.jobs.len() >= self.max {
                 if !store.drop_oldest_finished() {
-                    return Err(ApiError::new(
-                        503,
-                        "too_many_jobs",
-                        "too many jobs are pending; try again shortly",
-                    )
-                    .with_retry_after(5));
+                    return Err(JobError::StoreFull);
                 }
             }
             let id = format!("{:032x}", rand::random::<u128>());
@@ -185,24 +216,17 @@ impl Jobs {
 
     /// 429 `too_many_jobs` if `owner` already holds its quota of unfinished jobs. Runs before
     /// a `Prefer: respond-async` request starts, so a refused one never reaches a backend.
-    pub fn check_quota(&self, owner: &str) -> Result<(), ApiError> {
+    pub fn check_quota(&self, owner: &str) -> Result<(), JobError> {
         let store = lock(&self.store);
         self.quota_left(&store, &quota_key(owner))
     }
 
-    fn quota_left(&self, store: &Store, quota: &str) -> Result<(), ApiError> {
+    fn quota_left(&self, store: &Store, quota: &str) -> Result<(), JobError> {
         let held = store.unfinished.get(quota).copied().unwrap_or(0);
         if held < self.per_caller {
             return Ok(());
         }
-        Err(ApiError::new(
-            429,
-            "too_many_jobs",
-            format!(
-                "you already have {held} unfinished jobs (the limit per caller); fetch their results from /v1/jobs/{{id}} before starting more"
-            ),
-        )
-        .with_retry_after(QUOTA_RETRY_AFTER))
+        Err(JobError::QuotaReached { held })
     }
 
     /// The job's status for `owner`; None for an unknown or expired id, or another caller's job
@@ -239,18 +263,10 @@ impl Jobs {
         let bytes = {
             let mut phase = lock(&job.progress);
             if died && !matches!(*phase, Phase::Done(_)) {
-                *phase = Phase::Done(Err(ApiError::new(
-                    500,
-                    "internal",
-                    "the synthesis task ended without an answer; please report it",
-                )));
+                *phase = Phase::Done(Err(JobFailed::Died));
             }
             match &*phase {
-                Phase::Done(Ok(a)) => {
-                    a.wav.len()
-                        + a.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
-                        + JOB_OVERHEAD
-                }
+                Phase::Done(Ok(a)) => a.wav.len() + JOB_OVERHEAD,
                 _ => JOB_OVERHEAD,
             }
         };
@@ -326,14 +342,10 @@ impl Store {
             }
             let freed = job.bytes - JOB_OVERHEAD;
             job.bytes = JOB_OVERHEAD;
-            job.progress = Arc::new(Mutex::new(Phase::Done(Err(ApiError::new(
-                404,
-                "job_expired",
-                format!(
-                    "job {id} finished, but its result was dropped early to keep the job store within jobs.max_bytes (results are kept for up to {} s, less when the store is full); send the request again",
-                    keep.as_secs()
-                ),
-            )))));
+            job.progress = Arc::new(Mutex::new(Phase::Done(Err(JobFailed::Expired {
+                id: id.clone(),
+                keep,
+            }))));
             self.bytes -= freed;
             return true;
         }

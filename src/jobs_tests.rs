@@ -2,6 +2,7 @@
 //! with its tombstones, the count bound, and tasks that die.
 
 use super::*;
+use crate::api::ApiError;
 use crate::config::{ByteSize, ConfDuration};
 
 fn conf(keep_ms: u64, max: usize, max_bytes: u64, per_caller: usize) -> JobsConf {
@@ -28,9 +29,12 @@ fn task(
         if let Some(go) = go {
             let _ = go.await;
         }
-        *lock(&progress) = Phase::Done(Ok(Answer {
-            wav: Bytes::from(vec![7u8; len]),
-            headers: vec![],
+        *lock(&progress) = Phase::Done(Ok(Synthesized {
+            wav: bytes::Bytes::from(vec![7u8; len]),
+            source: crate::synth::Source::Fallback,
+            degraded: false,
+            created: std::time::SystemTime::now(),
+            key: None,
         }));
     })
 }
@@ -46,7 +50,10 @@ async fn settle(jobs: &Jobs, unfinished: usize) {
 
 fn code(status: Option<JobStatus>) -> Option<(u16, &'static str)> {
     match status {
-        Some(JobStatus::Done(Err(e))) => Some((e.status, e.code)),
+        Some(JobStatus::Done(Err(e))) => {
+            let e = ApiError::from(e);
+            Some((e.status, e.code))
+        }
         Some(JobStatus::Done(Ok(_))) => Some((200, "ok")),
         Some(_) => Some((202, "unfinished")),
         None => None,
@@ -85,12 +92,16 @@ async fn each_caller_has_a_quota_of_unfinished_jobs() {
         jobs.create("a", p.clone(), task(&p, 10, Some(rx)))
             .expect("within quota");
     }
-    assert_eq!(jobs.check_quota("a").map_err(|e| e.code), Err("too_many_jobs"));
+    assert_eq!(
+        jobs.check_quota("a").map_err(|e| ApiError::from(e).code),
+        Err("too_many_jobs")
+    );
     assert!(jobs.check_quota("b").is_ok());
     let p = cell();
     let e = jobs
         .create("a", p.clone(), task(&p, 10, None))
         .expect_err("over quota");
+    let e = ApiError::from(e);
     assert_eq!((e.status, e.code), (429, "too_many_jobs"));
     assert!(
         e.headers.iter().any(|(n, v)| *n == "Retry-After" && v == "5"),
@@ -128,7 +139,10 @@ async fn past_max_bytes_the_oldest_results_are_dropped_and_their_owners_told() {
     assert!(jobs.usage().2 <= budget, "{:?}", jobs.usage());
     assert_eq!(code(jobs.get(&ids[0], "a")), Some((404, "job_expired")));
     match jobs.get(&ids[0], "a") {
-        Some(JobStatus::Done(Err(e))) => assert!(e.message.contains("max_bytes"), "{}", e.message),
+        Some(JobStatus::Done(Err(e))) => {
+            let e = ApiError::from(e);
+            assert!(e.message.contains("max_bytes"), "{}", e.message)
+        }
         _ => panic!("a tombstone"),
     }
     assert!(
@@ -163,6 +177,7 @@ async fn the_store_is_bounded_in_jobs() {
     let e = jobs
         .create("a", p.clone(), task(&p, 10, never()))
         .expect_err("full");
+    let e = ApiError::from(e);
     assert_eq!((e.status, e.code), (503, "too_many_jobs"));
 }
 
@@ -217,6 +232,7 @@ async fn anonymous_ipv6_callers_share_a_quota_per_64() {
     let e = jobs
         .create("ip:2001:db8:1:2:ffff::9", p.clone(), task(&p, 10, never()))
         .expect_err("same /64");
+    let e = ApiError::from(e);
     assert_eq!((e.status, e.code), (429, "too_many_jobs"));
     for other in [
         "ip:2001:db8:1:3::1",

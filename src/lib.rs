@@ -14,3 +14,4 @@ pub mod redis_link;
 pub mod redis_lock;
 pub mod schedule;
 pub mod supervisor;
+pub mod synth;

@@ -13,6 +13,7 @@ use common::redis::Redis;
 use common::sim::{test_wav, Sim};
 use cosygate::cache::{Cache, CacheKey, CachedWav};
 use cosygate::config::CacheConf;
+use cosygate::synth::{Source, Synthesized};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -164,6 +165,17 @@ fn read_entry(root: &Path, key: &str) -> Option<(Value, Vec<u8>)> {
         serde_json::from_slice(&data[..end]).ok()?,
         data[end + 1..].to_vec(),
     ))
+}
+
+/// Waits (up to 5 s) until `check` holds: a miss is answered first and stored after, so the
+/// disk catches up with the answers a moment later.
+async fn settled(what: &str, check: impl Fn() -> bool) {
+    eventually(Duration::from_secs(5), what, || std::future::ready(check())).await;
+}
+
+/// Waits until `key`'s entry is on disk.
+async fn stored(root: &Path, key: &str) {
+    settled(&format!("{key} stored on disk"), || on_disk(root, key)).await;
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -397,7 +409,7 @@ async fn model_version_is_part_of_the_key_even_on_a_shared_disk() {
     let v1 = Gateway::start(&conf("2025-01"));
     let old = send(&v1, &body, &[]).await;
     old.expect("MISS");
-    assert!(on_disk(disk.path(), &old.key()));
+    stored(disk.path(), &old.key()).await;
 
     // Another gateway on the same directory with another model_version: no hit across them.
     let v2 = Gateway::start(&conf("2025-02"));
@@ -581,8 +593,10 @@ async fn disk_evicts_the_least_recently_used_entry() {
     let gw = Gateway::start(&conf(1 << 30));
     let ra = send(&gw, &a, &[]).await;
     ra.expect("MISS");
+    stored(disk.path(), &ra.key()).await;
     let rb = send(&gw, &b, &[]).await;
     rb.expect("MISS");
+    stored(disk.path(), &rb.key()).await;
     let size = ra.content_length.unwrap();
     assert_eq!(rb.content_length, Some(size), "equal entries");
     drop(gw);
@@ -598,7 +612,8 @@ async fn disk_evicts_the_least_recently_used_entry() {
     rc.expect("MISS");
     assert_eq!(rc.content_length, Some(size));
     assert_eq!(requests(&sim).await, 3);
-    // Storing C pushed out B, the least recently used, before C was answered.
+    // Storing C (after its answer) pushed out B, the least recently used.
+    stored(disk.path(), &rc.key()).await;
     assert!(on_disk(disk.path(), &ra.key()), "A was used recently: kept");
     assert!(on_disk(disk.path(), &rc.key()), "C was just stored");
     assert!(!on_disk(disk.path(), &rb.key()), "B was evicted");
@@ -615,6 +630,7 @@ async fn disk_evicts_the_least_recently_used_entry() {
     b_again.expect("MISS");
     assert_eq!(b_again.body, rb.body);
     assert_eq!(requests(&sim).await, 4);
+    stored(disk.path(), &rb.key()).await;
     assert!(on_disk(disk.path(), &ra.key()) && on_disk(disk.path(), &rb.key()));
     assert!(!on_disk(disk.path(), &rc.key()), "C was evicted");
     let wav_bytes: u64 = [&ra, &rb, &rc]
@@ -644,7 +660,9 @@ async fn the_disk_tier_survives_a_restart() {
     let gw = Gateway::start(&conf);
     let miss = send(&gw, &body, &[]).await;
     miss.expect("MISS");
-    drop(gw); // SIGKILL: whatever was answered must already be on disk
+    // Answered first, stored after: once stored, a SIGKILL loses nothing.
+    stored(disk.path(), &miss.key()).await;
+    drop(gw);
 
     let gw = Gateway::start(&conf);
     let hit = send(&gw, &body, &[]).await;
@@ -678,6 +696,7 @@ async fn a_damaged_disk_entry_is_resynthesized_never_served() {
     let gw = Gateway::start(&conf);
     let good = send(&gw, &body, &[]).await;
     good.expect("MISS");
+    stored(disk.path(), &good.key()).await;
     drop(gw);
 
     // Flip one bit of audio data (in the second half of the file, well past the entry's header
@@ -695,8 +714,10 @@ async fn a_damaged_disk_entry_is_resynthesized_never_served() {
     r.expect("MISS");
     assert_eq!(r.body, good.body, "the correct audio, synthesized again");
     assert_eq!(requests(&sim).await, 2, "one re-synthesis");
-    let (_, wav) = read_entry(disk.path(), &good.key()).expect("the entry is stored again");
-    assert_eq!(wav, good.body);
+    settled("the entry is stored again", || {
+        read_entry(disk.path(), &good.key()).is_some_and(|(_, wav)| wav == good.body)
+    })
+    .await;
     let hit = send(&gw, &body, &[]).await;
     hit.expect("HIT");
     assert_eq!(hit.body, good.body);
@@ -1042,4 +1063,58 @@ async fn a_redis_lock_is_released_only_by_its_token() {
         redis_lock::acquire(&link, "cosygate:lock:other", &mine, hold).await,
         LockAttempt::Unavailable
     );
+}
+
+#[tokio::test]
+async fn a_miss_is_looked_up_once_and_its_joiners_need_no_store() {
+    let disk = tempfile::tempdir().expect("temp dir");
+    let cache = std::sync::Arc::new(
+        Cache::open(&conf(&format!(
+            "{{ ttl: 1h, memory: {{ max: 1MiB }}, disk: {{ path: {} }} }}",
+            disk.path().display()
+        )))
+        .await
+        .expect("open the cache"),
+    );
+    let counted = |tier: &str| {
+        cosygate::metrics::CACHE_REQUESTS
+            .with_label_values(&[tier, "miss"])
+            .get()
+    };
+    let (memory, on_disk_before) = (counted("memory"), counted("disk"));
+    let key = CacheKey([0x3c; 32]);
+    let e = entry(7);
+    let made = Synthesized {
+        wav: e.wav.clone(),
+        source: Source::Backend("127.0.0.1:9".parse().expect("addr")),
+        degraded: false,
+        created: e.created,
+        key: None,
+    };
+    let miss = cache
+        .get_or_synthesize(key, json!({}), async move { Ok((made, true)) })
+        .await
+        .expect("synthesized");
+    assert_eq!(miss.source, Source::Backend("127.0.0.1:9".parse().expect("addr")));
+    assert_eq!(miss.key, Some(key));
+    assert_eq!(
+        (counted("memory") - memory, counted("disk") - on_disk_before),
+        (1, 1),
+        "one lookup per tier for one miss"
+    );
+    // Whatever the store's progress, an identical request is answered from that synthesis.
+    let again = cache
+        .get_or_synthesize(key, json!({}), async {
+            Err(cosygate::synth::SynthError::Internal("synthesized twice".into()))
+        })
+        .await
+        .expect("answered from the first synthesis");
+    assert_eq!(again.wav, e.wav);
+    assert!(
+        matches!(again.source, Source::Tier("memory") | Source::InFlight),
+        "{:?}",
+        again.source
+    );
+    // And the store catches up: the entry reaches the disk.
+    stored(disk.path(), &key.hex()).await;
 }

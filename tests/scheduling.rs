@@ -787,6 +787,42 @@ async fn fallback_audio_is_cached_only_with_fallback_cache_true() {
 }
 
 #[tokio::test]
+async fn identical_requests_that_join_a_fallback_synthesis_are_marked_degraded_too() {
+    let dead = [
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+    ];
+    // A slow fallback voice, so the identical requests join the first one's synthesis.
+    let slow = "  fallback:\n    command: [\"sh\", \"-c\", \"sleep 0.5; exec espeak-ng -v en-us -w \\\"$0\\\" --stdin\", \"{out}\"]\n";
+    let gw = Gateway::start(&format!(
+        "  cache: {{ ttl: 1h }}\n{slow}{}",
+        pool_yaml("cosyvoice_fastapi", &dead, "")
+    ));
+    wait_health(&gw, 200, "ok").await;
+    let body = sft("Everyone hears the robot voice.");
+    let answers = futures_util::future::join_all((0..4).map(|_| post(&gw, &body, &[]))).await;
+    let mut caches: Vec<_> = answers
+        .iter()
+        .map(|r| {
+            r.wav(22050);
+            assert_eq!(r.header("x-degraded"), Some("fallback"), "joined or not");
+            (r.header("x-cache"), r.header("x-cache-tier"))
+        })
+        .collect();
+    caches.sort();
+    assert_eq!(
+        caches,
+        [
+            (Some("HIT"), Some("inflight")),
+            (Some("HIT"), Some("inflight")),
+            (Some("HIT"), Some("inflight")),
+            (Some("MISS"), None)
+        ],
+        "one synthesis, three joined"
+    );
+}
+
+#[tokio::test]
 async fn without_a_fallback_no_backend_is_a_json_503() {
     let dead = [
         SocketAddr::from(([127, 0, 0, 1], free_port())),

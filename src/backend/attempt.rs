@@ -3,7 +3,6 @@
 //! cap, and classify what went wrong. A body that ends early is a failure, never a short
 //! success; a body past the cap is abandoned unread and its connection closed, never pooled.
 
-use super::protocol::UpstreamRequest;
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
@@ -20,6 +19,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const ERROR_BODY_MAX: usize = 8 * 1024;
 /// Most informational (1xx) answers skipped before the final one.
 const MAX_INFORMATIONAL: usize = 4;
+
+/// A request ready to send to any backend of a pool (built once by `protocol`, reused for every
+/// attempt). Defined here, with the attempt that sends it, so `protocol` depends on `attempt`
+/// and never the other way round.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub path: &'static str,
+    pub content_type: String,
+    pub body: Bytes,
+}
 
 /// Why an attempt did not produce audio. Everything but `Rejected` may succeed elsewhere.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,9 @@
 //! `concurrency` processes run at once, each killed after `timeout`. The WAV it writes is
 //! checked like any backend answer. The answer is marked `X-Degraded: fallback`.
 
-use crate::api::{wav, ApiError};
+use crate::api::wav;
 use crate::config::FallbackConf;
+use crate::synth::SynthError;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,14 +125,8 @@ impl Fallback {
 
     /// Speaks `text` (already validated), or says why the fallback could not. Runs the engine
     /// with the text on stdin; never passes it through a shell or where it could be an option.
-    pub async fn speak(&self, text: &str) -> Result<Bytes, ApiError> {
-        let fail = |why: String| {
-            ApiError::new(
-                502,
-                "fallback_failed",
-                format!("no backend could serve and the fallback voice failed: {why}"),
-            )
-        };
+    pub async fn speak(&self, text: &str) -> Result<Bytes, SynthError> {
+        let fail = SynthError::FallbackFailed;
         if let Some(why) = &self.unsafe_command {
             return Err(fail(format!("it is configured unsafely ({why})")));
         }
@@ -258,22 +253,22 @@ mod tests {
             .speak("hi")
             .await
             .expect_err("missing program");
-        assert_eq!((e.status, e.code), (502, "fallback_failed"));
+        assert!(matches!(e, SynthError::FallbackFailed(_)), "{e}");
         let e = Fallback::new(&conf(&["sh", "-c", "sleep 5", "{out}"]))
             .speak("hi")
             .await
             .expect_err("too slow");
-        assert!(e.message.contains("longer than"), "{}", e.message);
+        assert!(e.to_string().contains("longer than"), "{e}");
         let e = Fallback::new(&conf(&["sh", "-c", "printf junk > \"$0\"", "{out}"]))
             .speak("hi")
             .await
             .expect_err("bad wav");
-        assert!(e.message.contains("not valid"), "{}", e.message);
+        assert!(e.to_string().contains("not valid"), "{e}");
         let e = Fallback::new(&conf(&["espeak-ng", "-w", "{out}", "{text}"]))
             .speak("-f/etc/hostname")
             .await
             .expect_err("an unsafe command never runs");
-        assert!(e.message.contains("configured unsafely"), "{}", e.message);
+        assert!(e.to_string().contains("configured unsafely"), "{e}");
     }
 
     #[tokio::test]
@@ -288,9 +283,9 @@ mod tests {
             .await
             .expect_err("not a wav");
         assert!(
-            e.message.contains("not valid"),
+            e.to_string().contains("not valid"),
             "stdin held the text as is: {}",
-            e.message
+            e
         );
         // The same text after "--" is one positional argument, never shell code.
         // (`sh -c SCRIPT A B C`: A is $0, the "--" is $1, the text $2.)
@@ -301,9 +296,9 @@ mod tests {
             .await
             .expect_err("not a wav");
         assert!(
-            e.message.contains("not valid"),
+            e.to_string().contains("not valid"),
             "$2 held the text as is: {}",
-            e.message
+            e
         );
     }
 }

@@ -9,9 +9,10 @@ pub mod precheck;
 pub mod protocol;
 mod synthesize;
 
-use crate::api::{ApiError, GenerateRequest};
+use crate::api::GenerateRequest;
 use crate::config::GatewayConf;
-use crate::jobs::{Phase, Progress};
+use crate::synth::Refusal;
+pub use attempt::UpstreamRequest;
 use bytes::Bytes;
 use fallback::Fallback;
 use indexmap::IndexMap;
@@ -19,7 +20,6 @@ use pingora::connectors::http::Connector;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::services::background::GenBackgroundService;
 pub use pool::BackendPool;
-pub use protocol::UpstreamRequest;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -33,6 +33,21 @@ pub struct Synthesis {
     pub degraded: bool,
     /// Whether the cache may keep it.
     pub cacheable: bool,
+}
+
+/// A pool name no pool has; `message` says which names the caller may use instead (or none).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct UnknownPool {
+    pub message: String,
+}
+
+/// A request ready for a pool: its backend request, and its text for the fallback voice.
+#[derive(Clone)]
+pub struct Prepared {
+    pub pool: Arc<BackendPool>,
+    pub upstream: UpstreamRequest,
+    pub text: String,
 }
 
 /// Every pool, the default one, and the shared connection pool to the backends.
@@ -70,14 +85,13 @@ impl PoolSet {
         ))
     }
 
-    /// The pool named by the client, or the default pool. An unknown name gets 404
-    /// `unknown_pool`; its message lists the pools only for a caller with a token, and only those
+    /// The pool named by the client, or the default pool. An unknown name is `UnknownPool`; its message lists the pools only for a caller with a token, and only those
     /// `may_use` allows (`None`: an anonymous caller, who is told no names).
     pub fn pool(
         &self,
         name: Option<&str>,
         may_use: Option<&dyn Fn(&str) -> bool>,
-    ) -> Result<&Arc<BackendPool>, ApiError> {
+    ) -> Result<&Arc<BackendPool>, UnknownPool> {
         let name = name.unwrap_or(&self.default_pool);
         self.pools.get(name).ok_or_else(|| {
             let known = match may_use {
@@ -93,13 +107,11 @@ impl PoolSet {
                 None => String::new(),
             };
             let shown: String = name.chars().take(64).filter(|c| !c.is_control()).collect();
-            ApiError::new(
-                404,
-                "unknown_pool",
-                format!(
+            UnknownPool {
+                message: format!(
                     "there is no pool named {shown:?}{known}; leave X-Cosygate-Pool out for the default pool"
                 ),
-            )
+            }
         })
     }
 
@@ -120,13 +132,14 @@ impl PoolSet {
     }
 
     /// Translates a validated request into `pool`'s protocol, or refuses what the pool's
-    /// backends cannot do (before any cache or backend work; see [`precheck`]).
-    pub fn prepare(&self, pool: &BackendPool, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
+    /// backends cannot do (before any cache or backend work; see [`precheck`]). Runs once per
+    /// request, on the worker thread or the blocking pool; pure.
+    pub fn prepare(&self, pool: &Arc<BackendPool>, req: &GenerateRequest) -> Result<Prepared, Refusal> {
         precheck::check(&pool.name, &pool.conf, req)?;
-        protocol::build(&pool.conf, req)
+        Ok(Prepared {
+            pool: pool.clone(),
+            upstream: protocol::build(&pool.conf, req)?,
+            text: req.text.clone(),
+        })
     }
-}
-
-fn set_phase(progress: &Progress, phase: Phase) {
-    *progress.lock().unwrap_or_else(|p| p.into_inner()) = phase;
 }

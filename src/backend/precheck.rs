@@ -2,8 +2,9 @@
 //! CosyVoice reports these failures only inside a 200 stream (cut, or empty), where they look
 //! like a broken backend; refusing them here keeps one client from opening every breaker.
 
-use crate::api::{wav, ApiError, GenerateRequest, Mode};
+use crate::api::{wav, GenerateRequest, Mode};
 use crate::config::{ModelFamily, PoolConf};
+use crate::synth::Refusal;
 
 /// Longest prompt audio CosyVoice 2 and 3 accept, in seconds (their frontend refuses more).
 pub const MODEL_MAX_PROMPT_SECONDS: f64 = 30.0;
@@ -11,9 +12,9 @@ pub const MODEL_MAX_PROMPT_SECONDS: f64 = 30.0;
 /// Refuses what `pool`'s backends cannot synthesize: `sft` without a known speaker, a text with
 /// nothing to speak, prompt audio the model does not accept, zero_shot without a transcript.
 /// Runs once per request, after validation, before the cache.
-pub fn check(pool_name: &str, pool: &PoolConf, req: &GenerateRequest) -> Result<(), ApiError> {
+pub fn check(pool_name: &str, pool: &PoolConf, req: &GenerateRequest) -> Result<(), Refusal> {
     if !req.text.chars().any(char::is_alphanumeric) {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::new(
             "nothing_to_speak",
             "`text` has no letter or digit in any script, so the model has nothing to say: send words",
         ));
@@ -22,7 +23,7 @@ pub fn check(pool_name: &str, pool: &PoolConf, req: &GenerateRequest) -> Result<
         let spk = req.spk_id.as_deref().unwrap_or("");
         match &pool.speakers {
             None if pool.model == ModelFamily::Cosyvoice3 => {
-                return Err(ApiError::unprocessable(
+                return Err(Refusal::new(
                     "sft_unavailable",
                     format!(
                         "pool {pool_name} serves CosyVoice3, which has no preset speakers: use \
@@ -33,7 +34,7 @@ pub fn check(pool_name: &str, pool: &PoolConf, req: &GenerateRequest) -> Result<
             }
             Some(list) if !list.iter().any(|s| s == spk) => {
                 let shown: String = spk.chars().take(64).collect();
-                return Err(ApiError::unprocessable(
+                return Err(Refusal::new(
                     "unknown_speaker",
                     format!(
                         "spk_id {shown:?} is not a speaker of pool {pool_name}; its speakers are: {}",
@@ -45,7 +46,7 @@ pub fn check(pool_name: &str, pool: &PoolConf, req: &GenerateRequest) -> Result<
         }
     }
     if req.mode == Mode::ZeroShot && req.prompt_text.is_none() {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::new(
             "missing_prompt_text",
             "zero_shot needs `prompt_text`, the transcript of the prompt audio: send it, or use \
              cross_lingual when you have no transcript",
@@ -54,7 +55,7 @@ pub fn check(pool_name: &str, pool: &PoolConf, req: &GenerateRequest) -> Result<
     if let Some(audio) = &req.prompt_audio {
         let secs = wav::parse_wav(audio).map(|i| i.duration_secs()).unwrap_or(0.0);
         if secs > MODEL_MAX_PROMPT_SECONDS {
-            return Err(ApiError::unprocessable(
+            return Err(Refusal::new(
                 "prompt_too_long",
                 format!(
                     "prompt audio lasts {secs:.2} s; CosyVoice accepts at most {MODEL_MAX_PROMPT_SECONDS} s \

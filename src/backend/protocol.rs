@@ -6,27 +6,20 @@
 //! - `generate_json`: the validated request as our JSON body to `POST /generate`; the answer must already
 //!   be a complete WAV.
 
-use super::attempt::AttemptError;
+use super::attempt::{AttemptError, UpstreamRequest};
 use super::multipart::Form;
-use crate::api::{wav, ApiError, GenerateRequest, Mode, END_OF_PROMPT};
+use crate::api::{wav, GenerateRequest, Mode, END_OF_PROMPT};
 use crate::config::{ModelFamily, PoolConf, Protocol};
+use crate::synth::Refusal;
 use bytes::Bytes;
 
 /// The system prompt CosyVoice3's own examples put in front of the marker.
 const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
 
-/// A request ready to send to any backend of a pool (built once, reused for every attempt).
-#[derive(Debug, Clone)]
-pub struct UpstreamRequest {
-    pub path: &'static str,
-    pub content_type: String,
-    pub body: Bytes,
-}
-
 /// Builds the backend request. `generate_json` backends get the validated request
 /// re-serialized (never the client's raw bytes), so they see exactly what was checked and what
 /// the cache key covers. Refuses what the pool's protocol cannot express.
-pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
+pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, Refusal> {
     match pool.protocol {
         Protocol::GenerateJson => Ok(UpstreamRequest {
             path: "/generate",
@@ -37,9 +30,9 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, 
     }
 }
 
-fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRequest, ApiError> {
+fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRequest, Refusal> {
     if req.speed != 1.0 {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::new(
             "unsupported_parameter",
             "`speed` other than 1.0 is not supported by this pool's backends (CosyVoice's FastAPI server has no speed control)",
         ));

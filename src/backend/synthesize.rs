@@ -16,11 +16,10 @@
 //!   open breakers by exhausting the retry budget.
 
 use super::attempt::{self, AttemptError};
-use super::{protocol, set_phase, BackendPool, PoolSet, Synthesis, UpstreamRequest};
-use crate::api::ApiError;
-use crate::jobs::{Phase, Progress};
+use super::{protocol, BackendPool, PoolSet, Prepared, Synthesis};
 use crate::metrics;
 use crate::schedule::QueueError;
+use crate::synth::{Report, SynthError};
 use log::{info, warn};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,13 +101,12 @@ impl PoolSet {
     /// the queue, the backend and the fallback process.
     pub async fn synthesize(
         &self,
-        pool: &BackendPool,
-        upstream: &UpstreamRequest,
-        text: &str,
+        prepared: &Prepared,
         client: &str,
         request_id: &str,
-        progress: &Progress,
-    ) -> Result<Synthesis, ApiError> {
+        progress: &dyn Report,
+    ) -> Result<Synthesis, SynthError> {
+        let Prepared { pool, upstream, text } = prepared;
         let conf = &pool.conf;
         let deadline = Instant::now() + conf.request_deadline();
         pool.retry_budget.record_request();
@@ -119,7 +117,7 @@ impl PoolSet {
             // No second opinion is ever possible: failures count as they always did.
             blame_unresolved: conf.backends.0.len() < 2 || conf.retry.attempts == 0,
         };
-        let mut last: Option<ApiError> = None;
+        let mut last: Option<SynthError> = None;
         for attempt in 0..=conf.retry.attempts {
             if attempt > 0 {
                 if !pool.retry_budget.try_retry() {
@@ -137,23 +135,18 @@ impl PoolSet {
             let ticket = match pool.scheduler.ticket(client, tried.clone()) {
                 Ok(t) => t,
                 Err(QueueError::NoBackend) => break,
-                Err(e) => return Err(e.to_api(&pool.name)),
+                Err(e) => return Err(queue_error(pool, e)),
             };
-            set_phase(
-                progress,
-                Phase::Queued {
-                    position: Arc::new(ticket.position_probe()),
-                },
-            );
+            progress.queued(Arc::new(ticket.position_probe()));
             let slot = match ticket.slot_until(deadline).await {
                 Ok(slot) => slot,
                 Err(QueueError::Timeout { .. }) if Instant::now() >= deadline => {
                     last = Some(deadline_error(pool));
                     break;
                 }
-                Err(e) => return Err(e.to_api(&pool.name)),
+                Err(e) => return Err(queue_error(pool, e)),
             };
-            set_phase(progress, Phase::Running);
+            progress.running();
             let addr = slot.addr();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);
@@ -186,7 +179,7 @@ impl PoolSet {
                     // The backend is fine; the request is not. Never retried; its body stays
                     // in the log (above), never in the answer.
                     slot.succeeded();
-                    return Err(rejected_error(*status));
+                    return Err(SynthError::Rejected { status: *status });
                 }
                 AttemptError::Timeout(_) if limit < conf.timeout.0 => {
                     // Cut by the request's deadline, not by the pool's timeout: no verdict.
@@ -219,7 +212,7 @@ impl PoolSet {
                 }
             }
             tried.push(addr);
-            last = Some(attempt_error_to_api(&e));
+            last = Some(attempt_error(&e));
             if matches!(e, AttemptError::Timeout(_)) && !conf.retry.on_timeout {
                 break;
             }
@@ -238,73 +231,40 @@ impl PoolSet {
                 cacheable: fallback.cacheable,
             });
         }
-        Err(last.unwrap_or_else(|| QueueError::NoBackend.to_api(&pool.name)))
+        Err(last.unwrap_or_else(|| queue_error(pool, QueueError::NoBackend)))
     }
 }
 
-/// 504 when the request's deadline passed (queueing and attempts together).
-fn deadline_error(pool: &BackendPool) -> ApiError {
-    ApiError::new(
-        504,
-        "deadline_exceeded",
-        format!(
-            "the request did not finish within pool {}'s deadline of {} s (queueing and every \
-             attempt together); try again later, or with a shorter text",
-            pool.name,
-            pool.conf.request_deadline().as_secs_f64()
-        ),
-    )
+/// The scheduler's refusal, with the pool it concerns.
+fn queue_error(pool: &BackendPool, e: QueueError) -> SynthError {
+    let pool = pool.name.clone();
+    match e {
+        QueueError::Full { retry_after } => SynthError::QueueFull { pool, retry_after },
+        QueueError::Timeout { waited } => SynthError::QueueTimeout { pool, waited },
+        QueueError::NoBackend => SynthError::NoBackend { pool },
+    }
 }
 
-/// A backend's 4xx, in our words: its body may carry internals and stays in the log.
-fn rejected_error(status: u16) -> ApiError {
-    let (ours, next) = match status {
-        400 | 413 | 422 => (422, "check the request's fields and prompt audio"),
-        _ => (502, "this is a gateway configuration problem; tell the operator"),
-    };
-    ApiError::new(
-        ours,
-        "backend_rejected",
-        format!("the backend refused this request (status {status}); {next}. Its answer is logged under this request id"),
-    )
+/// The request's deadline passed (queueing and attempts together).
+fn deadline_error(pool: &BackendPool) -> SynthError {
+    SynthError::Deadline {
+        pool: pool.name.clone(),
+        deadline: pool.conf.request_deadline(),
+    }
 }
 
 /// The request failed the same way on two backends.
-fn request_fault_error(e: &AttemptError) -> ApiError {
+fn request_fault_error(e: &AttemptError) -> SynthError {
     match e {
-        AttemptError::Empty => ApiError::unprocessable(
-            "no_audio_produced",
-            "the model produced no audio for this request on two backends; the text may have \
-             nothing it can speak: send words",
-        ),
-        _ => ApiError::new(
-            502,
-            "synthesis_failed",
-            format!(
-                "this request failed the same way on two backends ({}), so it is the request \
-                 that the model cannot synthesize: check spk_id, the text and the prompt audio; \
-                 retrying it unchanged will not help",
-                e.summary()
-            ),
-        ),
+        AttemptError::Empty => SynthError::NoAudio,
+        _ => SynthError::RequestFault { summary: e.summary() },
     }
 }
 
 /// What the client is told when the last attempt failed.
-fn attempt_error_to_api(e: &AttemptError) -> ApiError {
+fn attempt_error(e: &AttemptError) -> SynthError {
     match e {
-        AttemptError::Timeout(_) => ApiError::new(
-            504,
-            "backend_timeout",
-            format!(
-                "the synthesis did not finish in time ({}); try again, or with a shorter text",
-                e.summary()
-            ),
-        ),
-        _ => ApiError::new(
-            502,
-            "backend_failed",
-            format!("the synthesis failed ({}); try again", e.summary()),
-        ),
+        AttemptError::Timeout(_) => SynthError::BackendTimeout { summary: e.summary() },
+        _ => SynthError::BackendFailed { summary: e.summary() },
     }
 }

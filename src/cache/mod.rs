@@ -4,6 +4,13 @@
 //! meanwhile (in this process: `single_flight`; across instances: a short-lived lock in Redis).
 //! Only complete, validated WAVs are stored. The cache knows nothing of backends: it is handed
 //! the synthesis as a future.
+//!
+//! A miss is answered first and stored after: the memory insert, the disk write (fsyncs and
+//! renames) and the Redis write run in a task once the answer is on its way, and so does the
+//! disk copy of a Redis hit. Until its store is done the entry stays in `storing`, so an
+//! identical request that arrives meanwhile is still answered from that one synthesis; the
+//! Redis lock is held until the store is done, so other instances wait for it too. At most
+//! `STORES_IN_FLIGHT` stores run behind their answers; beyond, a store runs before its answer.
 
 pub mod disk;
 pub mod entry;
@@ -12,43 +19,42 @@ pub mod memory;
 pub mod redis_tier;
 pub mod single_flight;
 
-use crate::api::{ApiError, GenerateRequest};
+use crate::api::GenerateRequest;
 use crate::config::{CacheConf, CacheShare};
 use crate::metrics;
 use crate::redis_link::RedisLink;
-use bytes::Bytes;
+use crate::synth::{Source, SynthError, Synthesized};
 use disk::DiskTier;
 pub use entry::{CacheKey, CachedWav};
 use memory::MemoryTier;
 use redis_tier::RedisTier;
 use single_flight::SingleFlight;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-/// Where an answer came from (`X-Cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from a tier (`memory`, `disk`, `redis`) or from an identical request's synthesis
-    /// that was already running (`inflight`).
-    Hit(&'static str),
-    /// This request's synthesis.
-    Miss,
-}
-
-/// What a synthesis produced: the WAV, and whether it may be cached (fallback audio may not).
-pub type Synthesized = Result<(Bytes, bool), ApiError>;
+/// A synthesis's answer, and whether the cache may keep it (fallback audio may not).
+pub type Fresh = Result<(Synthesized, bool), SynthError>;
 
 /// How often a waiting instance looks for another instance's result in Redis.
 const LOCK_POLL: Duration = Duration::from_millis(50);
+/// Most stores (and disk copies of Redis hits) running after their answers at once.
+const STORES_IN_FLIGHT: usize = 32;
 
 pub struct Cache {
     memory: MemoryTier,
-    disk: Option<DiskTier>,
+    disk: Option<Arc<DiskTier>>,
     redis: Option<Arc<RedisTier>>,
     share: CacheShare,
     lock_hold: Duration,
-    flights: SingleFlight<Result<(CachedWav, bool), ApiError>>,
+    /// A flight's answer (with its source and `degraded`, so joiners are told the same), and
+    /// whether it was synthesized by this flight.
+    flights: SingleFlight<Result<(Synthesized, bool), SynthError>>,
+    /// Entries answered whose store is still running (at most `STORES_IN_FLIGHT`).
+    storing: Mutex<HashMap<CacheKey, CachedWav>>,
+    /// One per store running after its answer.
+    store_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Cache {
@@ -56,11 +62,11 @@ impl Cache {
     pub async fn open(conf: &CacheConf) -> Result<Self, String> {
         let ttl = conf.ttl.0;
         let disk = match &conf.disk {
-            Some(d) => Some(
+            Some(d) => Some(Arc::new(
                 DiskTier::open(d.path.clone(), d.max.0, ttl)
                     .await
                     .map_err(|e| format!("cache.disk.path {}: {e}", d.path.display()))?,
-            ),
+            )),
             None => None,
         };
         let redis = match &conf.redis {
@@ -82,6 +88,8 @@ impl Cache {
                 .map(|r| r.lock.0)
                 .unwrap_or(Duration::from_secs(30)),
             flights: SingleFlight::default(),
+            storing: Mutex::new(HashMap::new()),
+            store_permits: Arc::new(tokio::sync::Semaphore::new(STORES_IN_FLIGHT)),
         })
     }
 
@@ -95,7 +103,8 @@ impl Cache {
         key::cache_key(scope, pool, model_version, req)
     }
 
-    /// Looks the key up tier by tier, promoting a lower-tier hit to the tiers above.
+    /// Looks the key up tier by tier, promoting a lower-tier hit to the tiers above (a Redis
+    /// hit's disk copy is written after the answer, when a store permit is free).
     pub async fn lookup(&self, key: &CacheKey) -> Option<(CachedWav, &'static str)> {
         if let Some(hit) = self.memory.get(key).await {
             count("memory", true);
@@ -116,7 +125,17 @@ impl Cache {
             if let Some(hit) = hit {
                 self.memory.put(key, &hit).await;
                 if let Some(disk) = &self.disk {
-                    disk.put(key, &hit, &serde_json::json!({"from": "redis"})).await;
+                    let from = serde_json::json!({"from": "redis"});
+                    match self.store_permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (disk, key, entry) = (disk.clone(), *key, hit.clone());
+                            tokio::spawn(async move {
+                                disk.put(&key, &entry, &from).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => disk.put(key, &hit, &from).await,
+                    }
                 }
                 return Some((hit, "redis"));
             }
@@ -126,77 +145,103 @@ impl Cache {
 
     /// Answers from the cache, or runs `synthesize` once for all identical requests in flight
     /// and stores its result (when cacheable). `params` describe the request for the disk tier.
+    /// The answer's `source` is the tier of a hit, `InFlight` for a joined synthesis, or the
+    /// synthesis's own; its `key` is `key`.
     pub async fn get_or_synthesize<F>(
         self: &Arc<Self>,
         key: CacheKey,
         params: serde_json::Value,
         synthesize: F,
-    ) -> Result<(CachedWav, Outcome), ApiError>
+    ) -> Result<Synthesized, SynthError>
     where
-        F: Future<Output = Synthesized> + Send + 'static,
+        F: Future<Output = Fresh> + Send + 'static,
     {
         if let Some((hit, tier)) = self.lookup(&key).await {
             update_ratio(true);
-            return Ok((hit, Outcome::Hit(tier)));
+            return Ok(from_tier(hit, tier, key));
         }
         let this = self.clone();
         let work = async move { this.fill(key, params, synthesize).await };
         let (result, led) = self.flights.run(key, work).await;
-        let (entry, fresh) = result?;
+        let (mut answer, fresh) = result?;
         update_ratio(!led || !fresh);
-        Ok((
-            entry,
-            if led && fresh {
-                Outcome::Miss
-            } else {
-                Outcome::Hit("inflight")
-            },
-        ))
+        if !(led && fresh) {
+            answer.source = Source::InFlight;
+        }
+        Ok(answer)
     }
 
     /// The one synthesis for a key: coordinate with other instances through Redis, run it,
-    /// store the result. Returns the entry and whether it was synthesized here (false: found in
-    /// a tier after all, e.g. another instance's result).
+    /// store the result. Returns the answer and whether it was synthesized here (false: found
+    /// in a tier after all, e.g. another instance's result).
     async fn fill<F>(
-        &self,
+        self: &Arc<Self>,
         key: CacheKey,
         params: serde_json::Value,
         synthesize: F,
-    ) -> Result<(CachedWav, bool), ApiError>
+    ) -> Result<(Synthesized, bool), SynthError>
     where
-        F: Future<Output = Synthesized>,
+        F: Future<Output = Fresh>,
     {
-        if let Some((hit, _)) = self.lookup(&key).await {
-            return Ok((hit, false));
+        // This request's lookup ran before it joined; an identical request's answer may have
+        // landed since (still being stored, or stored in memory): looked at, not counted again.
+        if let Some(hit) = self.peek(&key).await {
+            return Ok((from_tier(hit, "memory", key), false));
         }
         // Held until the result is stored; released even when every caller goes away
         // mid-synthesis, so other instances do not wait out the whole lock time.
-        let _lock = match &self.redis {
+        let lock = match &self.redis {
             Some(redis) => match self.lock_or_wait(redis, &key).await {
                 Ok(token) => Some(RedisLock {
                     redis: redis.clone(),
                     key,
                     token,
                 }),
-                Err(found) => return Ok((found, false)),
+                Err(found) => return Ok((from_tier(found, "redis", key), false)),
             },
             None => None,
         };
-        let result = synthesize.await;
-        let stored = match result {
-            Ok((wav, cacheable)) => {
-                let entry = CachedWav {
-                    wav,
-                    created: SystemTime::now(),
-                };
-                if cacheable {
-                    self.store(&key, &entry, &params).await;
-                }
-                Ok((entry, true))
-            }
-            Err(e) => Err(e),
+        let (mut answer, cacheable) = synthesize.await?;
+        answer.key = Some(key);
+        if cacheable {
+            let entry = CachedWav {
+                wav: answer.wav.clone(),
+                created: answer.created,
+            };
+            self.store_after(key, entry, params, lock).await;
+        }
+        Ok((answer, true))
+    }
+
+    /// An entry answered but possibly not yet in the tiers: from `storing`, or from memory.
+    async fn peek(&self, key: &CacheKey) -> Option<CachedWav> {
+        let storing = lock(&self.storing).get(key).cloned();
+        match storing {
+            Some(entry) => Some(entry),
+            None => self.memory.get(key).await,
+        }
+    }
+
+    /// Stores `entry` in a task, keeping it in `storing` (and `held`, the Redis lock) until
+    /// every tier has it; when `STORES_IN_FLIGHT` stores run already, stores it here instead.
+    async fn store_after(
+        self: &Arc<Self>,
+        key: CacheKey,
+        entry: CachedWav,
+        params: serde_json::Value,
+        held: Option<RedisLock>,
+    ) {
+        let Ok(permit) = self.store_permits.clone().try_acquire_owned() else {
+            self.store(&key, &entry, &params).await;
+            return;
         };
-        stored
+        lock(&self.storing).insert(key, entry.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.store(&key, &entry, &params).await;
+            lock(&this.storing).remove(&key);
+            drop((held, permit));
+        });
     }
 
     /// Takes the cross-instance lock for `key` (Ok(token)), or waits for the holder's result
@@ -274,6 +319,22 @@ impl Drop for RedisLock {
             tokio::spawn(async move { redis.unlock(&key, &token).await });
         }
     }
+}
+
+/// A tier's entry as an answer. Tiers do not keep `degraded` (fallback audio is stored only
+/// with `fallback.cache: true`).
+fn from_tier(hit: CachedWav, tier: &'static str, key: CacheKey) -> Synthesized {
+    Synthesized {
+        wav: hit.wav,
+        source: Source::Tier(tier),
+        degraded: false,
+        created: hit.created,
+        key: Some(key),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn count(tier: &'static str, hit: bool) {

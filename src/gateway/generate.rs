@@ -4,12 +4,12 @@
 //! `Prefer: respond-async`, is answered `202 Accepted` and becomes a job that keeps its place.
 
 use super::body;
-use super::produce::{produce, PrecomputedKey, Work};
 use super::{Gateway, RequestCtx};
 use crate::admission::Caller;
 use crate::api::{ApiError, GenerateRequest, RequestLimits};
-use crate::backend::{BackendPool, UpstreamRequest};
-use crate::jobs::{status_of, Answer, JobStatus, Phase, Progress};
+use crate::backend::{BackendPool, Prepared};
+use crate::jobs::{self, status_of, JobStatus, Phase, Progress};
+use crate::synth::{PrecomputedKey, Source, SynthRequest, Synthesized};
 use log::info;
 use pingora::proxy::Session;
 use std::sync::{Arc, Mutex};
@@ -92,37 +92,34 @@ impl Gateway {
             max_prompt_seconds: self.limits.max_prompt_seconds,
         };
         let cache_scope = caller.cache_scope();
-        let (req, upstream, cache_key) = if raw.len() > HEAVY_BODY {
+        let (req, prepared, cache_key) = if raw.len() > HEAVY_BODY {
             self.validate_off_thread(raw, limits, &pool, &cache_scope).await?
         } else {
             let req = GenerateRequest::parse(&raw, limits)?;
-            let upstream = self.pools.prepare(&pool, &req)?;
-            (req, upstream, None)
+            let prepared = self.pools.prepare(&pool, &req)?;
+            (req, prepared, None)
         };
         let eta = pool.scheduler.eta(pool.scheduler.queue_len());
         let progress: Progress = Arc::new(Mutex::new(Phase::Pending { eta }));
         let async_after = pool.conf.queue.async_after.0;
-        let work = Work {
-            cache: self.cache.clone(),
-            no_store: header_has(session, http::header::CACHE_CONTROL, b"no-store"),
-            pools: self.pools.clone(),
-            pool,
-            upstream,
+        let request = SynthRequest {
             req,
+            prepared,
             cache_key,
             cache_scope,
+            no_store: header_has(session, http::header::CACHE_CONTROL, b"no-store"),
             client: caller.owner(),
             request_id: ctx.request_id.clone(),
-            progress: progress.clone(),
         };
         let respond_async = header_has(session, http::HeaderName::from_static("prefer"), b"respond-async");
         if respond_async {
             self.jobs.check_quota(&caller.owner())?; // over it, nothing starts
         }
         // The body's bytes stay reserved while the task holds the request (also as a job).
+        let (synthesizer, reports) = (self.synthesizer.clone(), progress.clone());
         let mut task = tokio::spawn(async move {
             let _held = held;
-            produce(work).await
+            jobs::track(reports.clone(), synthesizer.synthesize(request, reports)).await
         });
         let mut guard = AbortUnlessJob(Some(task.abort_handle()));
         if !respond_async {
@@ -169,7 +166,7 @@ impl Gateway {
         limits: RequestLimits,
         pool: &Arc<BackendPool>,
         cache_scope: &str,
-    ) -> Result<(GenerateRequest, UpstreamRequest, Option<PrecomputedKey>), ApiError> {
+    ) -> Result<(GenerateRequest, Prepared, Option<PrecomputedKey>), ApiError> {
         let permit = self
             .heavy
             .clone()
@@ -182,12 +179,12 @@ impl Gateway {
             let _permit = permit;
             let req = GenerateRequest::parse(&raw, limits)?;
             drop(raw);
-            let upstream = pools.prepare(&pool, &req)?;
+            let prepared = pools.prepare(&pool, &req)?;
             let key = cache.map(|c| {
                 let key = c.key(&scope, &pool.name, &pool.conf.model_version, &req);
                 (key, crate::cache::key::describe(&pool.name, &req))
             });
-            Ok((req, upstream, key))
+            Ok((req, prepared, key))
         };
         tokio::task::spawn_blocking(work)
             .await
@@ -215,7 +212,7 @@ impl Gateway {
                 self.send_answer(session, ctx, answer).await;
                 Ok(())
             }
-            JobStatus::Done(Err(e)) => Err(e),
+            JobStatus::Done(Err(e)) => Err(e.into()),
             JobStatus::Queued { .. } | JobStatus::Running => {
                 let progress = self.jobs.progress(id).ok_or_else(not_found)?;
                 self.send_job_status(session, ctx, 202, id, &progress).await;
@@ -224,22 +221,31 @@ impl Gateway {
         }
     }
 
-    async fn send_answer(&self, session: &mut Session, ctx: &mut RequestCtx, answer: Answer) {
-        let mut headers = answer.headers;
-        for (name, value) in &headers {
-            match *name {
-                "X-Cache" => {
-                    ctx.cache = if value == "HIT" {
-                        "HIT"
-                    } else if value == "MISS" {
-                        "MISS"
-                    } else {
-                        "BYPASS"
-                    }
-                }
-                "X-Cache-Tier" => ctx.tier = tier_name(value),
-                _ => {}
+    /// Writes a synthesized answer: the WAV with `X-Cache`, `X-Cache-Tier`, `Age`,
+    /// `X-Degraded` and `X-Cache-Key` as its source says, and notes the source for the access log.
+    async fn send_answer(&self, session: &mut Session, ctx: &mut RequestCtx, answer: Synthesized) {
+        let mut headers = Vec::new();
+        let tier = match answer.source {
+            Source::Tier(tier) => Some(tier),
+            Source::InFlight => Some("inflight"),
+            Source::Backend(_) | Source::Fallback => None,
+        };
+        ctx.cache = match (answer.key, tier) {
+            (None, _) => "BYPASS",
+            (Some(_), None) => "MISS",
+            (Some(_), Some(tier)) => {
+                ctx.tier = tier;
+                headers.push(("X-Cache-Tier", tier.to_string()));
+                headers.push(("Age", answer.age_secs().to_string()));
+                "HIT"
             }
+        };
+        headers.insert(0, ("X-Cache", ctx.cache.to_string()));
+        if answer.degraded {
+            headers.push(("X-Degraded", "fallback".to_string()));
+        }
+        if let Some(key) = answer.key {
+            headers.push(("X-Cache-Key", key.hex()));
         }
         headers.extend(ctx.budget.iter().cloned());
         self.write(session, ctx, 200, "audio/wav", &headers, answer.wav)
@@ -267,16 +273,6 @@ impl Gateway {
         ];
         headers.extend(ctx.budget.iter().cloned());
         self.write_json(session, ctx, status, &headers, body).await;
-    }
-}
-
-fn tier_name(value: &str) -> &'static str {
-    match value {
-        "memory" => "memory",
-        "disk" => "disk",
-        "redis" => "redis",
-        "inflight" => "inflight",
-        _ => "",
     }
 }
 

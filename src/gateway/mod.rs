@@ -10,8 +10,8 @@ mod body;
 mod body_budget;
 mod conn_cap;
 mod conn_guard;
+mod errors;
 mod generate;
-mod produce;
 mod respond;
 
 pub use conn_guard::{check_header_limits, ConnectionGuard, PendingHeaders};
@@ -22,6 +22,7 @@ use crate::backend::PoolSet;
 use crate::cache::Cache;
 use crate::config::LimitsConf;
 use crate::jobs::Jobs;
+use crate::synth::Synthesizer;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
@@ -55,6 +56,8 @@ pub struct Gateway {
     admission: Arc<Admission>,
     cache: Option<Arc<Cache>>,
     pools: Arc<PoolSet>,
+    /// The layers below the edge that answer a validated request.
+    synthesizer: Synthesizer,
     jobs: Arc<Jobs>,
     limits: LimitsConf,
     /// Where the connection guard waits for request headers (see `conn_guard`).
@@ -78,6 +81,7 @@ impl Gateway {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             admission,
+            synthesizer: Synthesizer::new(cache.clone(), pools.clone()),
             cache,
             pools,
             jobs,

@@ -8,7 +8,7 @@
 //! Scheduler::ticket(client, avoid) ─► Ticket (queued, fair order) ─slot().await─► Slot
 //!        │ Full / NoBackend                      │ Timeout after max_wait        │
 //!        ▼                                       ▼                               ▼
-//!      503 (QueueError::to_api)                 503 / job expires     succeeded() / failed() / drop
+//!      QueueError (503 at the edge)             503 / job expires     succeeded() / failed() / drop
 //! ```
 //!
 //! All state sits behind one `std::sync::Mutex`, held for short bookkeeping only (never across

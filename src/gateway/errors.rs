@@ -1,0 +1,211 @@
+//! The one place where the typed errors of the layers below become HTTP answers: status, stable
+//! code, the message that tells the caller what to do next, and `Retry-After`. Codes are
+//! published (the README lists them); change none without changing the contract.
+
+use crate::api::ApiError;
+use crate::backend::UnknownPool;
+use crate::jobs::{JobError, JobFailed};
+use crate::synth::{Refusal, SynthError};
+use std::time::Duration;
+
+/// Seconds a caller is told to wait when no backend is usable (health checks and breakers
+/// change on their own schedule; this is a polite retry interval, not a promise).
+const NO_BACKEND_RETRY_SECS: u64 = 5;
+/// `Retry-After` of a caller over its quota of unfinished jobs, or of a full job store.
+const JOBS_RETRY_SECS: u64 = 5;
+
+impl From<SynthError> for ApiError {
+    fn from(e: SynthError) -> Self {
+        match e {
+            SynthError::QueueFull { pool, retry_after } => {
+                let secs = whole_seconds(retry_after);
+                ApiError::new(
+                    503,
+                    "queue_full",
+                    format!("pool {pool} is busy and its queue is full; try again in {secs} s"),
+                )
+                .with_retry_after(secs)
+            }
+            SynthError::QueueTimeout { pool, waited } => ApiError::new(
+                503,
+                "queue_timeout",
+                format!(
+                    "pool {pool} had no free backend for {:.1} s; try again later or send fewer \
+                     requests at once",
+                    waited.as_secs_f64()
+                ),
+            )
+            .with_retry_after(whole_seconds(waited)),
+            SynthError::NoBackend { pool } => ApiError::new(
+                503,
+                "no_backend_available",
+                format!(
+                    "no backend of pool {pool} is available right now (unhealthy or failing); \
+                     try again shortly"
+                ),
+            )
+            .with_retry_after(NO_BACKEND_RETRY_SECS),
+            SynthError::Deadline { pool, deadline } => ApiError::new(
+                504,
+                "deadline_exceeded",
+                format!(
+                    "the request did not finish within pool {pool}'s deadline of {} s (queueing \
+                     and every attempt together); try again later, or with a shorter text",
+                    deadline.as_secs_f64()
+                ),
+            ),
+            SynthError::Rejected { status } => {
+                // A backend's 4xx, in our words: its body may carry internals and stays in the log.
+                let (ours, next) = match status {
+                    400 | 413 | 422 => (422, "check the request's fields and prompt audio"),
+                    _ => (502, "this is a gateway configuration problem; tell the operator"),
+                };
+                ApiError::new(
+                    ours,
+                    "backend_rejected",
+                    format!(
+                        "the backend refused this request (status {status}); {next}. Its answer \
+                         is logged under this request id"
+                    ),
+                )
+            }
+            SynthError::NoAudio => ApiError::unprocessable(
+                "no_audio_produced",
+                "the model produced no audio for this request on two backends; the text may have \
+                 nothing it can speak: send words",
+            ),
+            SynthError::RequestFault { summary } => ApiError::new(
+                502,
+                "synthesis_failed",
+                format!(
+                    "this request failed the same way on two backends ({summary}), so it is the \
+                     request that the model cannot synthesize: check spk_id, the text and the \
+                     prompt audio; retrying it unchanged will not help"
+                ),
+            ),
+            SynthError::BackendTimeout { summary } => ApiError::new(
+                504,
+                "backend_timeout",
+                format!(
+                    "the synthesis did not finish in time ({summary}); try again, or with a shorter text"
+                ),
+            ),
+            SynthError::BackendFailed { summary } => ApiError::new(
+                502,
+                "backend_failed",
+                format!("the synthesis failed ({summary}); try again"),
+            ),
+            SynthError::FallbackFailed(why) => ApiError::new(
+                502,
+                "fallback_failed",
+                format!("no backend could serve and the fallback voice failed: {why}"),
+            ),
+            SynthError::Internal(why) => ApiError::new(500, "internal", why),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError::unprocessable(r.code, r.message)
+    }
+}
+
+impl From<UnknownPool> for ApiError {
+    fn from(e: UnknownPool) -> Self {
+        ApiError::new(404, "unknown_pool", e.message)
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::QuotaReached { held } => ApiError::new(
+                429,
+                "too_many_jobs",
+                format!(
+                    "you already have {held} unfinished jobs (the limit per caller); fetch their \
+                     results from /v1/jobs/{{id}} before starting more"
+                ),
+            )
+            .with_retry_after(JOBS_RETRY_SECS),
+            JobError::StoreFull => ApiError::new(
+                503,
+                "too_many_jobs",
+                "too many jobs are pending; try again shortly",
+            )
+            .with_retry_after(JOBS_RETRY_SECS),
+        }
+    }
+}
+
+impl From<JobFailed> for ApiError {
+    fn from(e: JobFailed) -> Self {
+        match e {
+            JobFailed::Synth(e) => e.into(),
+            JobFailed::Expired { id, keep } => ApiError::new(
+                404,
+                "job_expired",
+                format!(
+                    "job {id} finished, but its result was dropped early to keep the job store \
+                     within jobs.max_bytes (results are kept for up to {} s, less when the store \
+                     is full); send the request again",
+                    keep.as_secs()
+                ),
+            ),
+            JobFailed::Died => ApiError::new(
+                500,
+                "internal",
+                "the synthesis task ended without an answer; please report it",
+            ),
+        }
+    }
+}
+
+/// `d` rounded up to whole seconds, at least 1 (for `Retry-After`).
+fn whole_seconds(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(e: &ApiError) -> Option<&str> {
+        e.headers
+            .iter()
+            .find(|(n, _)| *n == "Retry-After")
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn queue_codes_and_retry_after() {
+        let pool = || "main".to_string();
+        let full = ApiError::from(SynthError::QueueFull {
+            pool: pool(),
+            retry_after: Duration::from_millis(2100),
+        });
+        assert_eq!((full.status, full.code), (503, "queue_full"));
+        assert_eq!(retry_after(&full), Some("3"));
+        assert!(full.message.contains("main"));
+
+        let timeout = ApiError::from(SynthError::QueueTimeout {
+            pool: pool(),
+            waited: Duration::from_millis(10),
+        });
+        assert_eq!((timeout.status, timeout.code), (503, "queue_timeout"));
+        assert_eq!(retry_after(&timeout), Some("1"));
+
+        let none = ApiError::from(SynthError::NoBackend { pool: pool() });
+        assert_eq!((none.status, none.code), (503, "no_backend_available"));
+        assert_eq!(retry_after(&none), Some("5"));
+    }
+
+    #[test]
+    fn whole_seconds_rounds_up_and_is_at_least_one() {
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+        assert_eq!(whole_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(whole_seconds(Duration::from_millis(2001)), 3);
+    }
+}

@@ -1,0 +1,67 @@
+//! The seam between HTTP and synthesis. Below the edge, one validated request becomes either a
+//! [`Synthesized`] answer (the audio, where it came from, whether it is degraded, when it was
+//! made) or a [`SynthError`]; nothing here knows statuses or headers (`gateway/` maps both).
+//!
+//! - `error.rs`: the typed errors (`SynthError`, `Refusal`).
+//! - `stack.rs`: the [`Synthesizer`], layers around the backends: the cache with single flight
+//!   (or its bypass) around the pool's deadline, retries and fallback (`backend/`), all
+//!   reporting progress through [`Report`] so a 202 job can tell where it is.
+
+mod error;
+mod stack;
+
+pub use error::{Refusal, SynthError};
+pub use stack::{PrecomputedKey, SynthRequest, Synthesizer};
+
+use crate::cache::CacheKey;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Where an answer's audio came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Synthesized for this request by this backend.
+    Backend(SocketAddr),
+    /// Spoken by the fallback voice because no backend could serve (`degraded`).
+    Fallback,
+    /// Served from a cache tier (`memory`, `disk`, `redis`).
+    Tier(&'static str),
+    /// Joined an identical request's synthesis that was already running.
+    InFlight,
+}
+
+/// A request's audio and what the answer says about it.
+#[derive(Debug, Clone)]
+pub struct Synthesized {
+    pub wav: Bytes,
+    pub source: Source,
+    /// From the fallback voice (`X-Degraded: fallback`), also when joined or cached.
+    pub degraded: bool,
+    /// When the audio was synthesized (`Age`).
+    pub created: SystemTime,
+    /// The cache key, when the cache was used (None: bypassed).
+    pub key: Option<CacheKey>,
+}
+
+impl Synthesized {
+    /// Seconds since the audio was synthesized (the `Age` header).
+    pub fn age_secs(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(self.created)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// Reads a queued request's live position and expected wait (None once it has a slot).
+pub type Position = Arc<dyn Fn() -> Option<(usize, Duration)> + Send + Sync>;
+
+/// Where a request is, told by the layers as it moves (a 202 job's poller reads it).
+pub trait Report: Send + Sync {
+    /// Waiting in a pool's queue for a GPU slot.
+    fn queued(&self, position: Position);
+    /// Holding a slot: the backend is synthesizing.
+    fn running(&self);
+}

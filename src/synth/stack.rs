@@ -1,0 +1,104 @@
+//! The [`Synthesizer`]: one validated request in, a [`Synthesized`] answer or a [`SynthError`]
+//! out, through layers that each own one concern (in the manner of linkerd2-proxy's stacks):
+//!
+//! ```text
+//! Synthesizer::synthesize(SynthRequest, Report)
+//!   └─ cache (cache/): key → memory → disk → redis; single flight; or its bypass (no-store)
+//!        └─ backends (backend/synthesize.rs): GPU slot, attempts, retries, deadline, fallback
+//! ```
+//!
+//! The job layer (`jobs::track`) wraps it from outside, recording the result for pollers.
+
+use super::{Report, Source, SynthError, Synthesized};
+use crate::api::GenerateRequest;
+use crate::backend::{PoolSet, Prepared};
+use crate::cache::{self, Cache, CacheKey};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A request's cache key and the parameters it stands for (for the disk tier's index).
+pub type PrecomputedKey = (CacheKey, serde_json::Value);
+
+/// One validated request with its caller and pool, owned so it can run in its own task.
+pub struct SynthRequest {
+    pub req: GenerateRequest,
+    /// The pool and its backend request (see `PoolSet::prepare`).
+    pub prepared: Prepared,
+    /// The cache key and its description, when computed already (off the worker threads).
+    pub cache_key: Option<PrecomputedKey>,
+    /// Whose entries this request may see when the cache is shared per tenant.
+    pub cache_scope: String,
+    /// `Cache-Control: no-store`: neither looked up nor stored.
+    pub no_store: bool,
+    /// The fairness key in the queue: token name, or client IP.
+    pub client: String,
+    pub request_id: String,
+}
+
+/// The layers, assembled once at start.
+#[derive(Clone)]
+pub struct Synthesizer {
+    cache: Option<Arc<Cache>>,
+    pools: Arc<PoolSet>,
+}
+
+impl Synthesizer {
+    /// Assembles the layers once, when the gateway service is built; does no I/O.
+    pub fn new(cache: Option<Arc<Cache>>, pools: Arc<PoolSet>) -> Self {
+        Self { cache, pools }
+    }
+
+    /// Answers `r` from the cache or the pool's backends (or the fallback voice). Runs in the
+    /// request's production task (which may outlive the HTTP exchange as a 202 job); may block
+    /// on the cache tiers, the queue, the backends and the fallback process.
+    pub async fn synthesize(
+        &self,
+        r: SynthRequest,
+        progress: Arc<dyn Report>,
+    ) -> Result<Synthesized, SynthError> {
+        let SynthRequest {
+            req,
+            prepared,
+            cache_key,
+            cache_scope,
+            no_store,
+            client,
+            request_id,
+        } = r;
+        let pools = self.pools.clone();
+        let Some(cache) = self.cache.clone().filter(|_| !no_store) else {
+            let (s, _) = backends(pools, prepared, client, request_id, progress).await?;
+            return Ok(s);
+        };
+        let (key, params) = cache_key.unwrap_or_else(|| {
+            let pool = &prepared.pool;
+            let key = cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req);
+            (key, cache::key::describe(&pool.name, &req))
+        });
+        drop(req);
+        let fill = backends(pools, prepared, client, request_id, progress);
+        cache.get_or_synthesize(key, params, fill).await
+    }
+}
+
+/// The innermost layer: the pool's queue, attempts, retries, deadline and fallback. Returns the
+/// answer and whether the cache may keep it (fallback audio only with `fallback.cache`).
+async fn backends(
+    pools: Arc<PoolSet>,
+    prepared: Prepared,
+    client: String,
+    request_id: String,
+    progress: Arc<dyn Report>,
+) -> Result<(Synthesized, bool), SynthError> {
+    let s = pools
+        .synthesize(&prepared, &client, &request_id, &*progress)
+        .await?;
+    let answer = Synthesized {
+        wav: s.wav,
+        source: s.backend.map_or(Source::Fallback, Source::Backend),
+        degraded: s.degraded,
+        created: SystemTime::now(),
+        key: None,
+    };
+    Ok((answer, s.cacheable))
+}
