@@ -3,7 +3,7 @@
 # (memory + disk + Redis), then N more with `Cache-Control: no-store` (the same synthesis, no
 # cache at all), interleaved. The difference of the medians is the cache's cost on a miss.
 #
-#   scripts/bench_miss.sh [N]       (default 40; needs redis-server and curl; builds debug)
+#   benches/cache_miss.sh [N]       (default 40; needs redis-server and curl; builds debug)
 #
 # Starts its own redis-server, cosyvoice-sim and cosygate on free loopback ports, in a temp
 # directory (the disk tier lives there, on the same filesystem as $TMPDIR), and stops them.
