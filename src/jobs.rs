@@ -13,8 +13,9 @@
 
 use crate::config::JobsConf;
 use crate::synth::{Position, Report, SynthError, Synthesized};
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where a request is: waiting for a GPU slot, synthesizing, or done.
@@ -64,11 +65,11 @@ pub type Progress = Arc<Mutex<Phase>>;
 /// The layers below report into the cell ([`Report`]); `track` records the end.
 impl Report for Mutex<Phase> {
     fn queued(&self, position: Position) {
-        *lock(self) = Phase::Queued { position };
+        *self.lock() = Phase::Queued { position };
     }
 
     fn running(&self) {
-        *lock(self) = Phase::Running;
+        *self.lock() = Phase::Running;
     }
 }
 
@@ -79,7 +80,7 @@ where
     F: std::future::Future<Output = Result<Synthesized, SynthError>>,
 {
     let result = synthesis.await;
-    *lock(&progress) = Phase::Done(result.clone().map_err(JobFailed::from));
+    *progress.lock() = Phase::Done(result.clone().map_err(JobFailed::from));
     result
 }
 
@@ -123,10 +124,6 @@ pub struct Jobs {
     per_caller: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Whose quota a job counts against: its owner, except that anonymous IPv6 callers
 /// (`ip:ADDR`) share one quota per /64, as they share one rate limit (one host can use a whole
 /// /64). Ownership (who may read the job) stays the full address.
@@ -145,7 +142,7 @@ fn quota_key(owner: &str) -> String {
 
 /// The status of a progress cell right now.
 pub fn status_of(progress: &Progress) -> JobStatus {
-    match &*lock(progress) {
+    match &*progress.lock() {
         Phase::Queued { position } => match position() {
             Some((position, eta)) => JobStatus::Queued { position, eta },
             None => JobStatus::Running,
@@ -182,7 +179,7 @@ impl Jobs {
         task: tokio::task::JoinHandle<T>,
     ) -> Result<String, JobError> {
         let id = {
-            let mut store = lock(&self.store);
+            let mut store = self.store.lock();
             let now = Instant::now();
             store.expire(now);
             let quota = quota_key(owner);
@@ -217,7 +214,7 @@ impl Jobs {
     /// 429 `too_many_jobs` if `owner` already holds its quota of unfinished jobs. Runs before
     /// a `Prefer: respond-async` request starts, so a refused one never reaches a backend.
     pub fn check_quota(&self, owner: &str) -> Result<(), JobError> {
-        let store = lock(&self.store);
+        let store = self.store.lock();
         self.quota_left(&store, &quota_key(owner))
     }
 
@@ -233,7 +230,7 @@ impl Jobs {
     /// (which must look exactly like an unknown one). A result dropped early to stay within
     /// `max_bytes` is `Done(Err(404 job_expired))`.
     pub fn get(&self, id: &str, owner: &str) -> Option<JobStatus> {
-        let mut store = lock(&self.store);
+        let mut store = self.store.lock();
         store.expire(Instant::now());
         let job = store.jobs.get(id).filter(|j| j.owner == owner)?;
         Some(status_of(&job.progress))
@@ -241,12 +238,12 @@ impl Jobs {
 
     /// The job's progress cell (for a status answer), whoever owns it.
     pub fn progress(&self, id: &str) -> Option<Progress> {
-        lock(&self.store).jobs.get(id).map(|j| j.progress.clone())
+        self.store.lock().jobs.get(id).map(|j| j.progress.clone())
     }
 
     /// How many jobs are held, how many are unfinished, and the bytes their results take.
     pub fn usage(&self) -> (usize, usize, usize) {
-        let store = lock(&self.store);
+        let store = self.store.lock();
         let unfinished = store.unfinished.values().sum();
         (store.jobs.len(), unfinished, store.bytes)
     }
@@ -255,13 +252,13 @@ impl Jobs {
     /// drops the oldest results while the store is over `max_bytes`. A task that died without
     /// recording an answer (panic, abort) becomes a 500 `internal` answer.
     fn finished(&self, id: &str, died: bool) {
-        let mut store = lock(&self.store);
+        let mut store = self.store.lock();
         let now = Instant::now();
         let Some(job) = store.jobs.get_mut(id) else {
             return;
         };
         let bytes = {
-            let mut phase = lock(&job.progress);
+            let mut phase = job.progress.lock();
             if died && !matches!(*phase, Phase::Done(_)) {
                 *phase = Phase::Done(Err(JobFailed::Died));
             }

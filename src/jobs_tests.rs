@@ -29,7 +29,7 @@ fn task(
         if let Some(go) = go {
             let _ = go.await;
         }
-        *lock(&progress) = Phase::Done(Ok(Synthesized {
+        *progress.lock() = Phase::Done(Ok(Synthesized {
             wav: bytes::Bytes::from(vec![7u8; len]),
             source: crate::synth::Source::Fallback,
             degraded: false,

@@ -9,8 +9,8 @@
 //! reaches a log line, a `cosygate -t` message or an answer.
 
 use log::warn;
+use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long to wait after a failed connection attempt before trying again.
@@ -54,7 +54,8 @@ impl RedisLink {
             return Some(conn.clone());
         }
         let now = Instant::now();
-        if let Ok(mut next) = self.next_attempt.lock() {
+        {
+            let mut next = self.next_attempt.lock();
             if next.is_some_and(|t| now < t) {
                 return None;
             }
@@ -117,8 +118,8 @@ impl RedisLink {
         if self
             .skip_until
             .lock()
-            .ok()
-            .and_then(|t| *t)
+            .as_ref()
+            .copied()
             .is_some_and(|t| Instant::now() < t)
         {
             return None;
@@ -138,12 +139,14 @@ impl RedisLink {
     }
 
     fn failed(&self, why: &str) {
-        if let Ok(mut skip) = self.skip_until.lock() {
+        {
+            let mut skip = self.skip_until.lock();
             *skip = Some(Instant::now() + SKIP_AFTER_FAILURE);
         }
         crate::metrics::REDIS_ERRORS.with_label_values(&[self.what]).inc();
         let now = Instant::now();
-        if let Ok(mut last) = self.last_warning.lock() {
+        {
+            let mut last = self.last_warning.lock();
             if last.is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL) {
                 *last = Some(now);
                 let why = mask_url_secrets(why);

@@ -613,10 +613,11 @@ async fn disk_evicts_the_least_recently_used_entry() {
     assert_eq!(rc.content_length, Some(size));
     assert_eq!(requests(&sim).await, 3);
     // Storing C (after its answer) pushed out B, the least recently used.
+    // The store renames C's file into place, then evicts: wait for both.
     stored(disk.path(), &rc.key()).await;
+    settled("B evicted", || !on_disk(disk.path(), &rb.key())).await;
     assert!(on_disk(disk.path(), &ra.key()), "A was used recently: kept");
     assert!(on_disk(disk.path(), &rc.key()), "C was just stored");
-    assert!(!on_disk(disk.path(), &rb.key()), "B was evicted");
     drop(gw);
 
     // After a restart (LRU order rebuilt from the mtimes): A is a HIT with its bytes, the

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Pooled backend connections are dropped after this idle time: below uvicorn's 5 s keep-alive,
-/// so we never write into a connection the backend is closing (facts.md).
+/// so we never write into a connection the backend is closing.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time allowed to open a TCP connection to a backend.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

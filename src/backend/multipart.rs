@@ -1,6 +1,7 @@
 //! A `multipart/form-data` body (RFC 7578) for CosyVoice's FastAPI routes: text fields and one
 //! file part, with a random boundary. Bodies are built whole in memory because we always know
-//! every part and must send `Content-Length` (facts.md: never chunk toward the backend).
+//! every part and must send `Content-Length` (never chunk toward the backend: behind an HTTP/2
+//! client, Pingora 0.9.1 can otherwise send a duplicated chunk terminator, its issue #935).
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -27,11 +27,12 @@ use crate::synth::{Source, SynthError, Synthesized};
 use disk::DiskTier;
 pub use entry::{CacheKey, CachedWav};
 use memory::MemoryTier;
+use parking_lot::Mutex;
 use redis_tier::RedisTier;
 use single_flight::SingleFlight;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A synthesis's answer, and whether the cache may keep it (fallback audio may not).
@@ -215,7 +216,7 @@ impl Cache {
 
     /// An entry answered but possibly not yet in the tiers: from `storing`, or from memory.
     async fn peek(&self, key: &CacheKey) -> Option<CachedWav> {
-        let storing = lock(&self.storing).get(key).cloned();
+        let storing = self.storing.lock().get(key).cloned();
         match storing {
             Some(entry) => Some(entry),
             None => self.memory.get(key).await,
@@ -235,11 +236,11 @@ impl Cache {
             self.store(&key, &entry, &params).await;
             return;
         };
-        lock(&self.storing).insert(key, entry.clone());
+        self.storing.lock().insert(key, entry.clone());
         let this = self.clone();
         tokio::spawn(async move {
             this.store(&key, &entry, &params).await;
-            lock(&this.storing).remove(&key);
+            this.storing.lock().remove(&key);
             drop((held, permit));
         });
     }
@@ -331,10 +332,6 @@ fn from_tier(hit: CachedWav, tier: &'static str, key: CacheKey) -> Synthesized {
         created: hit.created,
         key: Some(key),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn count(tier: &'static str, hit: bool) {

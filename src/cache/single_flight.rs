@@ -5,10 +5,11 @@
 
 use super::entry::CacheKey;
 use futures_util::future::{BoxFuture, FutureExt, WeakShared};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The map holds flights weakly: only waiting callers keep a flight alive.
 type Flights<T> = Arc<Mutex<HashMap<CacheKey, (u64, WeakShared<BoxFuture<'static, T>>)>>>;
@@ -37,7 +38,8 @@ struct Landing<T: Clone + Send + Sync + 'static> {
 
 impl<T: Clone + Send + Sync + 'static> Drop for Landing<T> {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.flights.lock() {
+        {
+            let mut map = self.flights.lock();
             if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
                 map.remove(&self.key);
             }
@@ -53,10 +55,7 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
         F: Future<Output = T> + Send + 'static,
     {
         let (flight, led) = {
-            let mut map = match self.flights.lock() {
-                Ok(m) => m,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut map = self.flights.lock();
             match map.get(&key).and_then(|(_, weak)| weak.upgrade()) {
                 Some(flight) => (flight, false),
                 None => {
@@ -84,7 +83,7 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
 
     /// Keys with work in flight.
     pub fn in_flight(&self) -> usize {
-        self.flights.lock().map(|m| m.len()).unwrap_or(0)
+        self.flights.lock().len()
     }
 }
 

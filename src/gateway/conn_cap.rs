@@ -12,12 +12,12 @@ use crate::admission::client_ip::subscriber;
 use crate::api::ApiError;
 use bytes::Bytes;
 use ipnet::IpNet;
+use parking_lot::Mutex;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// `Retry-After` (seconds) of a connection refused over the cap.
@@ -58,7 +58,7 @@ impl PerIpCap {
     /// connection; the slot is given back when dropped.
     pub(super) fn take(&self, peer: IpAddr) -> Result<Slot<'_>, usize> {
         let (key, max) = self.key(peer);
-        let mut open = lock(&self.open);
+        let mut open = self.open.lock();
         let count = open.get(&key).copied().unwrap_or(0);
         if count >= max {
             return Err(max);
@@ -76,7 +76,7 @@ pub(super) struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut open = lock(&self.cap.open);
+        let mut open = self.cap.open.lock();
         if let Some(count) = open.get_mut(&self.key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -84,11 +84,6 @@ impl Drop for Slot<'_> {
             }
         }
     }
-}
-
-/// Locks a map that stays consistent even if a holder panicked (each update is one step).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Answers an HTTP/1 connection over the cap: reads its request head, writes
@@ -165,6 +160,6 @@ mod tests {
             "mapped and plain are one client"
         );
         drop((b, c, other, proxies, mapped, v4));
-        assert!(lock(&cap.open).is_empty(), "every slot given back");
+        assert!(cap.open.lock().is_empty(), "every slot given back");
     }
 }

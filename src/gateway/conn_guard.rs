@@ -22,6 +22,7 @@ use crate::config::LimitsConf;
 use async_trait::async_trait;
 use ipnet::IpNet;
 use log::debug;
+use parking_lot::Mutex;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
@@ -29,7 +30,7 @@ use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -289,12 +290,12 @@ pub struct PendingHeaders {
 impl PendingHeaders {
     /// Called as soon as a request's headers are parsed; unknown addresses (HTTP/2) are ignored.
     pub fn headers_received(&self, client: SocketAddr) {
-        lock(&self.waiting).remove(&client);
+        self.waiting.lock().remove(&client);
     }
 
     /// Starts waiting for `client`'s next request headers.
     fn expect(&self, client: SocketAddr) -> Waiting<'_> {
-        lock(&self.waiting).insert(client);
+        self.waiting.lock().insert(client);
         Waiting {
             pending: self,
             client,
@@ -310,19 +311,14 @@ struct Waiting<'a> {
 
 impl Waiting<'_> {
     fn headers_in(&self) -> bool {
-        !lock(&self.pending.waiting).contains(&self.client)
+        !self.pending.waiting.lock().contains(&self.client)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        lock(&self.pending.waiting).remove(&self.client);
+        self.pending.waiting.lock().remove(&self.client);
     }
-}
-
-/// Locks a map that stays consistent even if a holder panicked (each update is one step).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Refuses a header block over `limits.max_headers` fields or `limits.max_header_bytes` bytes

@@ -11,8 +11,9 @@ use crate::backend::{BackendPool, Prepared};
 use crate::jobs::{self, status_of, JobStatus, Phase, Progress};
 use crate::synth::{PrecomputedKey, Source, SynthRequest, Synthesized};
 use log::info;
+use parking_lot::Mutex;
 use pingora::proxy::Session;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 

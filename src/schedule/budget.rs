@@ -5,7 +5,7 @@
 //! of it still overlaps the window): constant memory whatever the traffic. Pure bookkeeping on
 //! tokio's clock, so tests drive it with a paused clock.
 
-use std::sync::{Mutex, PoisonError};
+use parking_lot::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -100,8 +100,8 @@ impl RetryBudget {
         w.current = Counts::default();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Window> {
+        self.state.lock()
     }
 }
 

@@ -11,7 +11,7 @@
 //!      QueueError (503 at the edge)             503 / job expires     succeeded() / failed() / drop
 //! ```
 //!
-//! All state sits behind one `std::sync::Mutex`, held for short bookkeeping only (never across
+//! All state sits behind one `parking_lot::Mutex`, held for short bookkeeping only (never across
 //! an await, never while a [`Slot`] is sent or dropped). A waiter gets its slot through a
 //! `tokio::sync::oneshot`; when its receiver is gone, the slot goes to the next waiter.
 
@@ -35,10 +35,11 @@ pub use fair_queue::FairQueue;
 pub use ticket::{Slot, Ticket};
 
 use crate::config::{BreakerConf, QueueConf};
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use state::{Backend, Outcome, State};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -211,7 +212,7 @@ impl Scheduler {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock()
     }
 }
 

@@ -19,7 +19,7 @@ struct Health(Arc<Mutex<HashSet<SocketAddr>>>);
 
 impl Health {
     fn set(&self, a: SocketAddr, healthy: bool) {
-        let mut down = self.0.lock().unwrap();
+        let mut down = self.0.lock();
         if healthy {
             down.remove(&a);
         } else {
@@ -29,7 +29,7 @@ impl Health {
 
     fn check(&self) -> HealthFn {
         let down = Arc::clone(&self.0);
-        Arc::new(move |a| !down.lock().unwrap().contains(&a))
+        Arc::new(move |a| !down.lock().contains(&a))
     }
 }
 

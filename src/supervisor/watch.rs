@@ -14,8 +14,9 @@ use crate::config::RestartConf;
 use crate::metrics;
 use crate::schedule::Scheduler;
 use log::{error, info, warn};
+use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -68,12 +69,12 @@ impl Watch {
     }
 
     pub fn snapshot(&self) -> BackendState {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status.lock().clone()
     }
 
     /// Shows `state` to operators (`states()` and the state gauge).
     pub fn set_state(&self, state: SupervisorState) {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).state = state;
+        self.status.lock().state = state;
         metrics::BACKEND_SUPERVISOR_STATE
             .with_label_values(&[&self.addr.to_string()])
             .set(state.gauge());
@@ -213,7 +214,7 @@ impl Watch {
     async fn run_restart(&self, trouble: Trouble, attempt: usize) -> Result<(), String> {
         let started = Instant::now();
         let restarts = {
-            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.status.lock();
             st.restarts += 1;
             st.restarts
         };

@@ -3,8 +3,8 @@
 //! file; `DiskTier` keeps it in step with the directory.
 
 use crate::cache::entry::CacheKey;
+use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
 
 /// Key → (size, tick), the keys ordered by tick (higher = used more recently), the byte total,
 /// and the keys this process is writing right now.
@@ -67,19 +67,13 @@ impl Index {
     }
 }
 
-/// Locks the index; a panic elsewhere while it was held leaves it usable (every method keeps it
-/// consistent before it can panic).
-pub(super) fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
-    index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Marks a key as being written by this process until dropped (also when `put` is cancelled).
 pub(super) struct Writing<'a>(&'a Mutex<Index>, CacheKey);
 
 impl<'a> Writing<'a> {
     /// Marks `key`, or None if this process is already writing it.
     pub(super) fn start(index: &'a Mutex<Index>, key: CacheKey) -> Option<Self> {
-        let started = lock(index).writing.insert(key);
+        let started = index.lock().writing.insert(key);
         // The guard is built only after the index is unlocked (its drop locks it).
         started.then(|| Writing(index, key))
     }
@@ -87,7 +81,7 @@ impl<'a> Writing<'a> {
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        lock(self.0).writing.remove(&self.1);
+        self.0.lock().writing.remove(&self.1);
     }
 }
 

@@ -21,12 +21,12 @@ mod scan;
 mod tests;
 
 use super::entry::{CacheKey, CachedWav};
-use index::{lock, Index, Writing};
+use index::{Index, Writing};
 use log::{debug, info, warn};
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// The directory of the current layout under `cache.disk.path`.
@@ -89,13 +89,13 @@ impl DiskTier {
         match loaded.await? {
             Ok((entry, still_there)) => {
                 if still_there {
-                    lock(&self.index).touch(*key, entry.wav.len() as u64);
+                    self.index.lock().touch(*key, entry.wav.len() as u64);
                     self.enforce_cap().await;
                 }
                 Some(entry)
             }
             Err(_) => {
-                lock(&self.index).forget(key);
+                self.index.lock().forget(key);
                 None
             }
         }
@@ -128,13 +128,13 @@ impl DiskTier {
             }
             None => return,
         }
-        lock(&self.index).touch(*key, size);
+        self.index.lock().touch(*key, size);
         self.enforce_cap().await;
     }
 
     /// Deletes the entry; true if it was indexed or had a file.
     pub async fn remove(&self, key: &CacheKey) -> bool {
-        let indexed = lock(&self.index).forget(key);
+        let indexed = self.index.lock().forget(key);
         let path = self.path(key);
         let had_file = blocking(move || entry_file::remove_quiet(&path))
             .await
@@ -145,7 +145,7 @@ impl DiskTier {
     /// Deletes every entry in the directory (also ones this process did not index); returns
     /// how many.
     pub async fn purge_all(&self) -> usize {
-        let mut keys: HashSet<CacheKey> = lock(&self.index).clear().into_iter().collect();
+        let mut keys: HashSet<CacheKey> = self.index.lock().clear().into_iter().collect();
         let root = self.root.clone();
         keys.extend(blocking(move || scan::purge_dir(&root)).await.unwrap_or_default());
         keys.len()
@@ -153,12 +153,12 @@ impl DiskTier {
 
     /// Total WAV bytes indexed.
     pub fn bytes(&self) -> u64 {
-        lock(&self.index).total()
+        self.index.lock().total()
     }
 
     /// Number of entries indexed.
     pub fn len(&self) -> usize {
-        lock(&self.index).len()
+        self.index.lock().len()
     }
 
     /// Whether no entry is indexed.
@@ -172,7 +172,7 @@ impl DiskTier {
 
     /// Evicts least recently used entries until the total is within `max_bytes`.
     async fn enforce_cap(&self) {
-        let victims = lock(&self.index).evict_to(self.max_bytes);
+        let victims = self.index.lock().evict_to(self.max_bytes);
         if victims.is_empty() {
             return;
         }
