@@ -53,15 +53,9 @@ spawn "$TMP/sim.log" "$SIM" --listen "127.0.0.1:$SIM_PORT" --rtf 0.001 --first-c
 wait_http "http://127.0.0.1:$SIM_PORT/docs" cosyvoice-sim "${PIDS[-1]}" "$TMP/sim.log"
 
 GW_PORT=$(free_port)
-cat >"$TMP/gw.yaml" <<EOF
-threads: 2
-pid_file: $TMP/gw.pid
-upgrade_sock: $TMP/gw.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-cosygate:
-  listen:
-    - addr: 127.0.0.1:$GW_PORT
+{
+    gw_yaml_head gw "$GW_PORT"
+    cat <<EOF
   # Idle connections must outlive the measurement: header_timeout is the keep-alive idle timeout.
   limits: { header_timeout: 300s, max_body: 16MiB }
   pools:
@@ -70,6 +64,7 @@ cosygate:
       backends:
         - addr: 127.0.0.1:$SIM_PORT
 EOF
+} >"$TMP/gw.yaml"
 NG_H1=$(free_port)
 NG_H2=$(free_port)
 mkdir -p "$TMP/nginx"

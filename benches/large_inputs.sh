@@ -58,21 +58,16 @@ say "body: $(stat -c %s "$TMP/body.json") bytes"
 PORTS=()
 for i in "${!BINS[@]}"; do
     port=$(free_port)
-    cat >"$TMP/gw$i.yaml" <<EOF
-threads: 2
-pid_file: $TMP/gw$i.pid
-upgrade_sock: $TMP/gw$i.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-cosygate:
-  listen:
-    - addr: 127.0.0.1:$port
+    {
+        gw_yaml_head "gw$i" "$port"
+        cat <<EOF
   pools:
     cosyvoice:
       protocol: cosyvoice_fastapi
       backends:
         - addr: 127.0.0.1:$SIM_PORT
 EOF
+    } >"$TMP/gw$i.yaml"
     RUST_LOG=warn spawn "$TMP/gw$i.log" "${BINS[$i]}" -c "$TMP/gw$i.yaml"
     wait_http "http://127.0.0.1:$port/health" "gateway ${NAMES[$i]}" "${PIDS[-1]}" "$TMP/gw$i.log"
     PORTS+=("$port")

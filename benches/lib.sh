@@ -15,6 +15,8 @@
 #                             until URL answers 200 (WAIT_HTTP_S seconds, 10) or PID (when not
 #                             empty) exited; on failure shows the end of LOG and dies
 #   proc_kib FIELD PID...     a /proc/PID/status field (VmRSS, VmHWM) summed over PIDs, in KiB
+#   gw_yaml_head NAME PORT    the process part of a gateway config (2 threads, pid file and
+#                             upgrade socket TMP/NAME.*, no grace) up to `listen` on PORT
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -111,4 +113,17 @@ proc_kib() {
         sum=$((sum + ${kb:-0}))
     done
     echo "$sum"
+}
+
+gw_yaml_head() {
+    cat <<EOF
+threads: 2
+pid_file: $TMP/$1.pid
+upgrade_sock: $TMP/$1.sock
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
+cosygate:
+  listen:
+    - addr: 127.0.0.1:$2
+EOF
 }

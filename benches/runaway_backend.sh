@@ -42,15 +42,9 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$SIM_PORT/docs" cosyvoice-sim "${PIDS[-1]}" "$TMP/sim.log"
 
 GW_PORT=$(free_port)
-cat >"$TMP/gw.yaml" <<EOF
-threads: 2
-pid_file: $TMP/gw.pid
-upgrade_sock: $TMP/gw.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-cosygate:
-  listen:
-    - addr: 127.0.0.1:$GW_PORT
+{
+    gw_yaml_head gw "$GW_PORT"
+    cat <<EOF
   pools:
     cosyvoice:
       protocol: cosyvoice_fastapi
@@ -62,6 +56,7 @@ cosygate:
       backends:
         - addr: 127.0.0.1:$SIM_PORT
 EOF
+} >"$TMP/gw.yaml"
 RUST_LOG=warn "$GW" -c "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
 GW_PID=$!
 PIDS+=("$GW_PID")
