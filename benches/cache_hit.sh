@@ -30,7 +30,8 @@
 # written as in production, to a file, and tells which tier each hit came from).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROUNDS=${BENCH_ROUNDS:-3}
 DURATION=${BENCH_DURATION:-6}
 WARMUP=${BENCH_WARMUP:-1}
@@ -39,41 +40,18 @@ CHARS=${BENCH_TEXT_CHARS:-70}
 PIN=${BENCH_PIN:-1}
 DISK_KEYS=${BENCH_DISK_KEYS:-256}
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'cache_hit.sh: %s\n' "$*" >&2; exit 1; }
-
 # --- tools -----------------------------------------------------------------------------------
-. "$ROOT/scripts/ensure-packages.sh"
 ensure_packages nginx=nginx wrk=wrk curl=curl pgrep=procps
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 # --- build -----------------------------------------------------------------------------------
-cd "$ROOT"
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release -p cosygate -p cosyvoice-sim"
-    cargo build --release -p cosygate -p cosyvoice-sim --quiet
-fi
-GW=$ROOT/target/release/cosygate
-SIM=$ROOT/target/release/cosyvoice-sim
-[[ -x $GW && -x $SIM ]] || die "no $GW or $SIM"
+build_release
+need_exec "$GW" "$SIM"
 
-# --- cleanup ---------------------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cosygate-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then say "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_tmp cosygate-bench
 
-# --- helpers ---------------------------------------------------------------------------------
+# --- pinning ---------------------------------------------------------------------------------
+# spawn (lib.sh) starts servers on SERVER_CPU; on_load_cpu runs the load generator on LOAD_CPU.
 CPUS=$(nproc)
 SERVER_CPU=""
 LOAD_CPU=""
@@ -81,45 +59,7 @@ if [[ $PIN == 1 && $CPUS -ge 2 ]] && command -v taskset >/dev/null 2>&1; then
     SERVER_CPU=$((CPUS - 1))
     LOAD_CPU=0
 fi
-# spawn LOG CMD...: start a server in the background (on the server core) and remember its pid.
-spawn() {
-    local log=$1
-    shift
-    if [[ -n $SERVER_CPU ]]; then set -- taskset -c "$SERVER_CPU" "$@"; fi
-    "$@" >"$log" 2>&1 &
-    PIDS+=($!)
-}
 on_load_cpu() { if [[ -n $LOAD_CPU ]]; then taskset -c "$LOAD_CPU" "$@"; else "$@"; fi; }
-
-# A loopback port nobody listens on (checked by connecting; the window until use is short),
-# below the ephemeral range, so no client socket of this run can be holding it.
-EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=61000
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-# wait_http URL NAME PID LOG: until URL answers 200 (10 s), or the process died.
-wait_http() {
-    for _ in $(seq 100); do
-        if curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; then return 0; fi
-        kill -0 "$3" 2>/dev/null || { tail -20 "$4" >&2; die "$2 exited during startup"; }
-        sleep 0.1
-    done
-    tail -20 "$4" >&2
-    die "$2 did not answer $1 within 10 s"
-}
 
 # --- the simulated backend -------------------------------------------------------------------
 SIM_PORT=$(free_port)

@@ -26,7 +26,8 @@
 # benches/RESULTS-goodput.md; empty: none), BENCH_KEEP_TMP (1: keep logs and configs).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION=${BENCH_DURATION:-20}
 WARMUP=${BENCH_WARMUP:-12}
 MULTS=${BENCH_MULTS:-"1 2 4"}
@@ -44,82 +45,22 @@ LOADGEN=$ROOT/benches/goodput/loadgen.py
 REPORT=$ROOT/benches/goodput/report.py
 START=$(date +%s)
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'goodput.sh: %s\n' "$*" >&2; exit 1; }
-
 # --- tools -----------------------------------------------------------------------------------
-. "$ROOT/scripts/ensure-packages.sh"
 ensure_packages haproxy=haproxy curl=curl python3=python3
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 PY=python3
 
 # --- build -----------------------------------------------------------------------------------
-cd "$ROOT"
+build_release
 BUILD_S=0
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release -p cosygate -p cosyvoice-sim"
-    cargo build --release -p cosygate -p cosyvoice-sim --quiet
-    BUILD_S=$(($(date +%s) - START))
-fi
+[[ ${BENCH_NO_BUILD:-0} == 1 ]] || BUILD_S=$(($(date +%s) - START))
 BENCH_START=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-GW=$ROOT/target/release/cosygate
-SIM=$ROOT/target/release/cosyvoice-sim
-[[ -x $SIM ]] || die "no $SIM"
+need_exec "$SIM"
 [[ $PEERS != *cosygate* || -x $GW ]] || die "no $GW"
 
-# --- cleanup ---------------------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cosygate-goodput.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then say "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- helpers ---------------------------------------------------------------------------------
-spawn() { # spawn LOG CMD...: a server in the background, remembered for cleanup
-    local log=$1
-    shift
-    "$@" >"$log" 2>&1 &
-    PIDS+=($!)
-}
-
-# A loopback port nobody listens on, below the ephemeral range (the client opens thousands of
-# connections, so a port of that range could be taken by one of them).
-EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=61000
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-wait_http() { # wait_http URL NAME PID LOG: until URL answers 200 (15 s) or the process died
-    for _ in $(seq 150); do
-        if curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; then return 0; fi
-        kill -0 "$3" 2>/dev/null || { tail -20 "$4" >&2; die "$2 exited during startup"; }
-        sleep 0.1
-    done
-    tail -20 "$4" >&2
-    die "$2 did not answer $1 within 15 s"
-}
+make_tmp cosygate-goodput
+WAIT_HTTP_S=15 # for wait_http (lib.sh)
 
 json() { # json FIELD < JSON: one top-level field
     $PY -c 'import json, sys; v = json.load(sys.stdin)[sys.argv[1]]; print(json.dumps(v) if isinstance(v, (dict, list)) else v)' "$1"
@@ -169,7 +110,7 @@ say "text: \"$TEXT\" (${#TEXT} characters), speaker $SPK"
 
 CALIB_N=3
 secs=()
-for i in $(seq "$CALIB_N"); do
+for _ in $(seq "$CALIB_N"); do
     r=$($PY "$LOADGEN" once 127.0.0.1 "${SIM_PORTS[0]}" /inference_sft "$TMP/sft.form" "$FORM_CT")
     [[ $(json status <<<"$r") == 200 ]] || die "direct request answered: $r"
     secs+=("$(json seconds <<<"$r")")

@@ -26,17 +26,14 @@
 # older commit, for before/after figures), BENCH_KEEP_TMP (1: keep the temp dir).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 N=${BENCH_CONNECTIONS:-10000}
 SOURCES=${BENCH_SOURCES:-200}
 BODIES=${BENCH_BODIES:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'idle_connections.sh: %s\n' "$*" >&2; exit 1; }
-
 # --- tools -----------------------------------------------------------------------------------
-. "$ROOT/scripts/ensure-packages.sh"
 ensure_packages nginx=nginx curl=curl python3=python3 pgrep=procps
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 WANT_FDS=$((N + 4096))
@@ -44,87 +41,21 @@ ulimit -n "$WANT_FDS" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 (($(ulimit -n) >= WANT_FDS)) || die "need ulimit -n >= $WANT_FDS for $N connections (hard limit $(ulimit -Hn))"
 
 # --- build -----------------------------------------------------------------------------------
-cd "$ROOT"
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release -p cosygate -p cosyvoice-sim"
-    cargo build --release -p cosygate -p cosyvoice-sim --quiet
-fi
-GW=${BENCH_GATEWAY:-$ROOT/target/release/cosygate}
-SIM=$ROOT/target/release/cosyvoice-sim
-[[ -x $GW && -x $SIM ]] || die "no $GW or $SIM"
+build_release
+GW=${BENCH_GATEWAY:-$GW}
+need_exec "$GW" "$SIM"
 
-# --- cleanup ---------------------------------------------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cosygate-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then say "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- helpers ---------------------------------------------------------------------------------
-EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=61000
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-# wait_http URL NAME LOG [CURL_ARGS...]: until URL answers 200 (10 s).
-wait_http() {
-    local url=$1 name=$2 log=$3
-    shift 3
-    for _ in $(seq 100); do
-        if curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    tail -20 "$log" >&2
-    die "$name did not answer $url within 10 s"
-}
-
-# rss_kib PID...: the summed VmRSS of these processes, in KiB.
-rss_kib() {
-    local pid sum=0 kb
-    for pid in "$@"; do
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-        sum=$((sum + kb))
-    done
-    echo "$sum"
-}
+make_tmp cosygate-bench
 
 # --- the servers -----------------------------------------------------------------------------
 SIM_PORT=$(free_port)
-"$SIM" --listen "127.0.0.1:$SIM_PORT" --rtf 0.001 --first-chunk-ms 0 >"$TMP/sim.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$SIM_PORT/docs" cosyvoice-sim "$TMP/sim.log"
+spawn "$TMP/sim.log" "$SIM" --listen "127.0.0.1:$SIM_PORT" --rtf 0.001 --first-chunk-ms 0
+wait_http "http://127.0.0.1:$SIM_PORT/docs" cosyvoice-sim "${PIDS[-1]}" "$TMP/sim.log"
 
 GW_PORT=$(free_port)
-cat >"$TMP/gw.yaml" <<EOF
-threads: 2
-pid_file: $TMP/gw.pid
-upgrade_sock: $TMP/gw.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-cosygate:
-  listen:
-    - addr: 127.0.0.1:$GW_PORT
+{
+    gw_yaml_head gw "$GW_PORT"
+    cat <<EOF
   # Idle connections must outlive the measurement: header_timeout is the keep-alive idle timeout.
   limits: { header_timeout: 300s, max_body: 16MiB }
   pools:
@@ -133,6 +64,7 @@ cosygate:
       backends:
         - addr: 127.0.0.1:$SIM_PORT
 EOF
+} >"$TMP/gw.yaml"
 NG_H1=$(free_port)
 NG_H2=$(free_port)
 mkdir -p "$TMP/nginx"
@@ -167,9 +99,9 @@ EOF
 start_gateway() {
     RUST_LOG=warn "$GW" -c "$TMP/gw.yaml" >>"$TMP/gw.log" 2>&1 &
     GW_PID=$!
-    PIDS+=($GW_PID)
-    wait_http "http://127.0.0.1:$GW_PORT/health" cosygate "$TMP/gw.log"
-    SERVER_PIDS=($GW_PID)
+    PIDS+=("$GW_PID")
+    wait_http "http://127.0.0.1:$GW_PORT/health" cosygate "$GW_PID" "$TMP/gw.log"
+    SERVER_PIDS=("$GW_PID")
 }
 stop_gateway() {
     kill -TERM "$GW_PID" 2>/dev/null || true
@@ -178,10 +110,10 @@ stop_gateway() {
 start_nginx() {
     "$NGINX" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" -g 'daemon off;' >>"$TMP/nginx.log" 2>&1 &
     NGINX_PID=$!
-    PIDS+=($NGINX_PID)
-    wait_http "http://127.0.0.1:$NG_H1/health" nginx "$TMP/nginx-error.log"
+    PIDS+=("$NGINX_PID")
+    wait_http "http://127.0.0.1:$NG_H1/health" nginx "$NGINX_PID" "$TMP/nginx-error.log"
     # shellcheck disable=SC2207
-    SERVER_PIDS=($NGINX_PID $(pgrep -P "$NGINX_PID"))
+    SERVER_PIDS=("$NGINX_PID" $(pgrep -P "$NGINX_PID"))
 }
 stop_nginx() {
     kill -QUIT "$NGINX_PID" 2>/dev/null || true
@@ -195,15 +127,16 @@ ROWS=()
 idle() {
     local name=$1 port=$2 proto=$3
     local before after line open failed alive
-    before=$(rss_kib "${SERVER_PIDS[@]}")
+    before=$(proc_kib VmRSS "${SERVER_PIDS[@]}")
     coproc HOLD { python3 "$ROOT/benches/idle_hold.py" --target "127.0.0.1:$port" --proto "$proto" --n "$N" --sources "127.0.0.2-$LAST"; }
     read -r -t 300 line <&"${HOLD[0]}" || die "$name $proto: the connections were not opened within 300 s"
     read -r _ open failed <<<"$line"
     sleep 2
-    after=$(rss_kib "${SERVER_PIDS[@]}")
+    after=$(proc_kib VmRSS "${SERVER_PIDS[@]}")
     echo check >&"${HOLD[1]}"
     read -r -t 30 line <&"${HOLD[0]}" || die "$name $proto: no liveness answer"
     alive=${line#alive }
+    # shellcheck disable=SC1083,SC2093 # closes the coprocess's input (fd in HOLD[1])
     exec {HOLD[1]}>&-
     wait "$HOLD_PID" 2>/dev/null || true
     ROWS+=("$(awk -v n="$name" -v p="$proto" -v o="$open" -v f="$failed" -v a="$alive" -v b="$before" -v r="$after" \

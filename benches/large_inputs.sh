@@ -18,62 +18,28 @@
 # BENCH_NO_BUILD (1: use target/release as it is), BENCH_BEFORE (see above), BENCH_KEEP_TMP.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_EACH=${BENCH_SECONDS:-10}
 LOADERS=${BENCH_LOADERS:-4}
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'large_inputs.sh: %s\n' "$*" >&2; exit 1; }
-
-. "$ROOT/scripts/ensure-packages.sh"
 ensure_packages curl=curl python3=python3
 
-cd "$ROOT"
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release -p cosygate -p cosyvoice-sim"
-    cargo build --release -p cosygate -p cosyvoice-sim --quiet
-fi
-SIM=$ROOT/target/release/cosyvoice-sim
-BINS=("$ROOT/target/release/cosygate")
+build_release
+BINS=("$GW")
 NAMES=(this)
 if [[ -n ${BENCH_BEFORE:-} ]]; then
     BINS+=("$BENCH_BEFORE")
     NAMES+=(before)
 fi
-for b in "${BINS[@]}" "$SIM"; do [[ -x $b ]] || die "no $b"; done
+need_exec "${BINS[@]}" "$SIM"
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cosygate-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then say "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_http() {
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    tail -20 "$2" >&2
-    die "$1 did not answer within 10 s"
-}
+make_tmp cosygate-bench
 
 SIM_PORT=$(free_port)
-"$SIM" --listen "127.0.0.1:$SIM_PORT" --rtf 0.01 >"$TMP/sim.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$SIM_PORT/docs" "$TMP/sim.log"
+spawn "$TMP/sim.log" "$SIM" --listen "127.0.0.1:$SIM_PORT" --rtf 0.01
+wait_http "http://127.0.0.1:$SIM_PORT/docs" cosyvoice-sim "${PIDS[-1]}" "$TMP/sim.log"
 
 # A ~10 MB body: 39 s of 48 kHz stereo prompt audio, over the 30 s limit, so the gateway reads,
 # parses, decodes and checks all of it and then answers 422 prompt_too_long.
@@ -92,24 +58,18 @@ say "body: $(stat -c %s "$TMP/body.json") bytes"
 PORTS=()
 for i in "${!BINS[@]}"; do
     port=$(free_port)
-    cat >"$TMP/gw$i.yaml" <<EOF
-threads: 2
-pid_file: $TMP/gw$i.pid
-upgrade_sock: $TMP/gw$i.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-cosygate:
-  listen:
-    - addr: 127.0.0.1:$port
+    {
+        gw_yaml_head "gw$i" "$port"
+        cat <<EOF
   pools:
     cosyvoice:
       protocol: cosyvoice_fastapi
       backends:
         - addr: 127.0.0.1:$SIM_PORT
 EOF
-    RUST_LOG=warn "${BINS[$i]}" -c "$TMP/gw$i.yaml" >"$TMP/gw$i.log" 2>&1 &
-    PIDS+=($!)
-    wait_http "http://127.0.0.1:$port/health" "$TMP/gw$i.log"
+    } >"$TMP/gw$i.yaml"
+    RUST_LOG=warn spawn "$TMP/gw$i.log" "${BINS[$i]}" -c "$TMP/gw$i.yaml"
+    wait_http "http://127.0.0.1:$port/health" "gateway ${NAMES[$i]}" "${PIDS[-1]}" "$TMP/gw$i.log"
     PORTS+=("$port")
 done
 

@@ -22,69 +22,29 @@
 # target/release as it is), BENCH_KEEP_TMP (1: keep configs and logs).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 REQUESTS=${BENCH_REQUESTS:-40}
 CONC=${BENCH_CONCURRENCY:-4}
 MAX_AUDIO=${BENCH_MAX_AUDIO:-120}
 CHARS=${BENCH_TEXT_CHARS:-50}
 
-say() { printf '== %s\n' "$*" >&2; }
-die() { printf 'runaway_backend.sh: %s\n' "$*" >&2; exit 1; }
-
-. "$ROOT/scripts/ensure-packages.sh"
 ensure_packages curl=curl
-
-cd "$ROOT"
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "cargo build --release -p cosygate -p cosyvoice-sim"
-    cargo build --release -p cosygate -p cosyvoice-sim --quiet
-fi
-GW=$ROOT/target/release/cosygate
-SIM=$ROOT/target/release/cosyvoice-sim
-[[ -x $GW && -x $SIM ]] || die "no $GW or $SIM"
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/cosygate-runaway.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then say "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
-        sleep 0.05
-    done
-    die "nothing listens on port $1"
-}
-kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+build_release
+need_exec "$GW" "$SIM"
+make_tmp cosygate-runaway
 
 # --- servers ---------------------------------------------------------------------------------
 SIM_PORT=$(free_port)
 "$SIM" --listen "127.0.0.1:$SIM_PORT" --speakers 中文女 --rtf 0.01 --first-chunk-ms 5 \
     >"$TMP/sim.out" 2>"$TMP/sim.log" &
 PIDS+=($!)
-wait_port "$SIM_PORT"
+wait_http "http://127.0.0.1:$SIM_PORT/docs" cosyvoice-sim "${PIDS[-1]}" "$TMP/sim.log"
 
 GW_PORT=$(free_port)
-cat >"$TMP/gw.yaml" <<EOF
-threads: 2
-pid_file: $TMP/gw.pid
-upgrade_sock: $TMP/gw.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-cosygate:
-  listen:
-    - addr: 127.0.0.1:$GW_PORT
+{
+    gw_yaml_head gw "$GW_PORT"
+    cat <<EOF
   pools:
     cosyvoice:
       protocol: cosyvoice_fastapi
@@ -96,10 +56,11 @@ cosygate:
       backends:
         - addr: 127.0.0.1:$SIM_PORT
 EOF
+} >"$TMP/gw.yaml"
 RUST_LOG=warn "$GW" -c "$TMP/gw.yaml" >"$TMP/gw.out" 2>"$TMP/gw.log" &
 GW_PID=$!
-PIDS+=($GW_PID)
-wait_port "$GW_PORT"
+PIDS+=("$GW_PID")
+wait_http "http://127.0.0.1:$GW_PORT/health" cosygate "$GW_PID" "$TMP/gw.log"
 
 # --- load ------------------------------------------------------------------------------------
 # Sends $REQUESTS requests, $CONC at a time; writes "status seconds" lines to $1.
@@ -117,19 +78,19 @@ summary() { # file -> "n_ok n_total median_seconds max_seconds"
 }
 
 say "baseline"
-BASE_HWM=$(kib "$GW_PID" VmHWM)
+BASE_HWM=$(proc_kib VmHWM "$GW_PID")
 say "normal: $REQUESTS requests, $CONC at a time"
 run "$TMP/normal.txt"
-NORMAL_HWM=$(kib "$GW_PID" VmHWM)
-NORMAL_RSS=$(kib "$GW_PID" VmRSS)
+NORMAL_HWM=$(proc_kib VmHWM "$GW_PID")
+NORMAL_RSS=$(proc_kib VmRSS "$GW_PID")
 read -r NORMAL_OK NORMAL_MED NORMAL_MAX <<<"$(summary "$TMP/normal.txt" 200)"
 
 say "attack: the backend streams forever for $REQUESTS requests"
 curl -s -o /dev/null -X POST -H 'Content-Type: application/json' \
     --data "{\"kind\":\"endless\",\"count\":$REQUESTS}" "http://127.0.0.1:$SIM_PORT/__sim/fault"
 run "$TMP/attack.txt"
-ATTACK_HWM=$(kib "$GW_PID" VmHWM)
-ATTACK_RSS=$(kib "$GW_PID" VmRSS)
+ATTACK_HWM=$(proc_kib VmHWM "$GW_PID")
+ATTACK_RSS=$(proc_kib VmRSS "$GW_PID")
 read -r ATTACK_OK ATTACK_MED ATTACK_MAX <<<"$(summary "$TMP/attack.txt" 502)"
 CAP_BYTES=$(awk -v s="$MAX_AUDIO" 'BEGIN {printf "%d", s * 24000 * 2 + 4096}')
 

@@ -1,0 +1,129 @@
+# shellcheck shell=bash
+# Sourced by every benches/*.sh script: the blocks they all share, once. Provides
+#   ROOT                      the repository's root
+#   say MSG / die MSG         "== MSG" on stderr / "SCRIPT.sh: MSG" on stderr and exit 1
+#   ensure_packages CMD=PKG   (from scripts/ensure-packages.sh) apt-get what is missing
+#   build_release             cd to ROOT; cargo build --release -p cosygate -p cosyvoice-sim
+#                             unless BENCH_NO_BUILD=1; sets GW and SIM to the two binaries
+#   need_exec FILE...         die unless every FILE is an executable
+#   make_tmp PREFIX           TMP (a fresh temp dir), PIDS (servers to stop) and the exit trap
+#                             that stops them and removes TMP (kept with BENCH_KEEP_TMP=1)
+#   spawn LOG CMD...          CMD in the background, output to LOG, pid in PIDS (on core
+#                             SERVER_CPU when the script set it)
+#   free_port                 a free loopback port below the ephemeral range
+#   wait_http URL NAME PID LOG [CURL_ARGS...]
+#                             until URL answers 200 (WAIT_HTTP_S seconds, 10) or PID (when not
+#                             empty) exited; on failure shows the end of LOG and dies
+#   proc_kib FIELD PID...     a /proc/PID/status field (VmRSS, VmHWM) summed over PIDs, in KiB
+#   gw_yaml_head NAME PORT    the process part of a gateway config (2 threads, pid file and
+#                             upgrade socket TMP/NAME.*, no grace) up to `listen` on PORT
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+say() { printf '== %s\n' "$*" >&2; }
+die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
+
+# shellcheck source-path=SCRIPTDIR source=../scripts/ensure-packages.sh
+. "$ROOT/scripts/ensure-packages.sh"
+
+# --- build -----------------------------------------------------------------------------------
+build_release() {
+    cd "$ROOT" || die "cannot cd to $ROOT"
+    if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+        say "cargo build --release -p cosygate -p cosyvoice-sim"
+        cargo build --release -p cosygate -p cosyvoice-sim --quiet
+    fi
+    # shellcheck disable=SC2034 # used by the scripts
+    GW=$ROOT/target/release/cosygate
+    # shellcheck disable=SC2034
+    SIM=$ROOT/target/release/cosyvoice-sim
+}
+need_exec() {
+    local f
+    for f in "$@"; do [[ -x $f ]] || die "no $f"; done
+}
+
+# --- temp dir, servers, cleanup --------------------------------------------------------------
+make_tmp() {
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then say "kept $TMP"; else rm -rf "$TMP"; fi
+}
+
+SERVER_CPU="" # a core to pin servers to (taskset); cache_hit.sh sets it
+spawn() {
+    local log=$1
+    shift
+    if [[ -n ${SERVER_CPU:-} ]]; then set -- taskset -c "$SERVER_CPU" "$@"; fi
+    "$@" >"$log" 2>&1 &
+    PIDS+=($!)
+}
+
+# A loopback port nobody listens on (checked by connecting; the window until use is short),
+# below the ephemeral range, so no client socket of the run (some open thousands) can hold it.
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=61000
+USED_PORTS=" "
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            USED_PORTS+="$p "
+            echo "$p"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+WAIT_HTTP_S=10
+wait_http() {
+    local url=$1 name=$2 pid=$3 log=$4
+    shift 4
+    for _ in $(seq $((WAIT_HTTP_S * 10))); do
+        if curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null; then return 0; fi
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            tail -20 "$log" >&2
+            die "$name exited during startup"
+        fi
+        sleep 0.1
+    done
+    tail -20 "$log" >&2
+    die "$name did not answer $url within $WAIT_HTTP_S s"
+}
+
+proc_kib() {
+    local field=$1 pid sum=0 kb
+    shift
+    for pid in "$@"; do
+        kb=$(awk -v k="$field" '$1 == k":" {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        sum=$((sum + ${kb:-0}))
+    done
+    echo "$sum"
+}
+
+gw_yaml_head() {
+    cat <<EOF
+threads: 2
+pid_file: $TMP/$1.pid
+upgrade_sock: $TMP/$1.sock
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
+cosygate:
+  listen:
+    - addr: 127.0.0.1:$2
+EOF
+}
