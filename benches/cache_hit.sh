@@ -63,7 +63,7 @@ on_load_cpu() { if [[ -n $LOAD_CPU ]]; then taskset -c "$LOAD_CPU" "$@"; else "$
 
 # --- the simulated backend -------------------------------------------------------------------
 SIM_PORT=$(free_port)
-"$SIM" --listen "127.0.0.1:$SIM_PORT" --rtf 0.01 --first-chunk-ms 5 >"$TMP/sim.log" 2>&1 &
+"$SIM" --listen "127.0.0.1:$SIM_PORT" --speakers 英文女 --rtf 0.01 --first-chunk-ms 5 >"$TMP/sim.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$SIM_PORT/docs" cosyvoice-sim "${PIDS[-1]}" "$TMP/sim.log"
 
@@ -84,6 +84,7 @@ cosygate:
     sim:
       protocol: cosyvoice_fastapi
       model: cosyvoice3
+      speakers: [英文女]   # the sim offers this preset voice (CosyVoice3 ships none)
       sample_rate: 24000
       timeout: 30s
       backends:

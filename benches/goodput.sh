@@ -71,8 +71,8 @@ SIM_PORTS=()
 for name in A B; do
     port=$(free_port)
     SIM_PORTS+=("$port")
-    spawn "$TMP/sim-$name.log" "$SIM" --listen "127.0.0.1:$port" --slots "$SLOTS" --rtf "$RTF" \
-        --first-chunk-ms "$FIRST_CHUNK_MS" --overload slow
+    spawn "$TMP/sim-$name.log" "$SIM" --listen "127.0.0.1:$port" --speakers 中文女 --slots "$SLOTS" \
+        --rtf "$RTF" --first-chunk-ms "$FIRST_CHUNK_MS" --overload slow
     wait_http "http://127.0.0.1:$port/docs" "cosyvoice-sim $name" "${PIDS[-1]}" "$TMP/sim-$name.log"
 done
 
@@ -139,6 +139,7 @@ cosygate:
   pools:
     cosyvoice:
       protocol: cosyvoice_fastapi
+      speakers: [中文女]   # the sims' preset voice (CosyVoice3 ships none)
       timeout: 60s
       max_concurrency: $SLOTS
       queue: { max_len: 64, max_wait: 10s, async_after: 60s }
