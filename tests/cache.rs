@@ -910,6 +910,7 @@ fn entry(seed: u8) -> CachedWav {
     CachedWav {
         wav: Bytes::from(cosygate::api::wav::pcm16_to_wav(&pcm, 24000).expect("a WAV")),
         created: SystemTime::now(),
+        degraded: false,
     }
 }
 

@@ -771,10 +771,13 @@ async fn fallback_audio_is_cached_only_with_fallback_cache_true() {
         SocketAddr::from(([127, 0, 0, 1], free_port())),
         SocketAddr::from(([127, 0, 0, 1], free_port())),
     ];
-    let gw = Gateway::start(&format!(
-        "  cache: {{ ttl: 1h }}\n{ESPEAK}    cache: true\n{}",
+    let disk = tempfile::tempdir().expect("temp dir");
+    let conf = format!(
+        "  cache: {{ ttl: 1h, disk: {{ path: {} }} }}\n{ESPEAK}    cache: true\n{}",
+        disk.path().display(),
         pool_yaml("cosyvoice_fastapi", &dead, "")
-    ));
+    );
+    let gw = Gateway::start(&conf);
     wait_health(&gw, 200, "ok").await;
     let body = sft("Cache the robot voice.");
     let first = post(&gw, &body, &[]).await;
@@ -784,6 +787,35 @@ async fn fallback_audio_is_cached_only_with_fallback_cache_true() {
     let second = post(&gw, &body, &[]).await;
     assert_eq!(second.wav(22050), first.wav(22050));
     assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(
+        second.header("x-degraded"),
+        Some("fallback"),
+        "a cached fallback answer says so"
+    );
+    // From the disk tier too, after a restart (the entry is stored after the first answer).
+    eventually(Duration::from_secs(5), "the entry on disk", || {
+        std::future::ready(has_entry_file(disk.path()))
+    })
+    .await;
+    drop(gw);
+    let gw = Gateway::start(&conf);
+    wait_health(&gw, 200, "ok").await;
+    let third = post(&gw, &body, &[]).await;
+    assert_eq!(third.wav(22050), first.wav(22050));
+    assert_eq!(third.header("x-cache-tier"), Some("disk"));
+    assert_eq!(third.header("x-degraded"), Some("fallback"));
+}
+
+/// Whether a disk cache directory holds an entry file.
+fn has_entry_file(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            has_entry_file(&p)
+        } else {
+            p.extension().is_some_and(|x| x == "entry")
+        }
+    })
 }
 
 #[tokio::test]

@@ -33,6 +33,9 @@ impl std::fmt::Display for CacheKey {
 pub struct CachedWav {
     pub wav: Bytes,
     pub created: SystemTime,
+    /// From the fallback voice (stored only with `fallback.cache: true`): a hit is marked
+    /// `X-Degraded` like the first answer.
+    pub degraded: bool,
 }
 
 impl CachedWav {

@@ -208,6 +208,7 @@ impl Cache {
             let entry = CachedWav {
                 wav: answer.wav.clone(),
                 created: answer.created,
+                degraded: answer.degraded,
             };
             self.store_after(key, entry, params, lock).await;
         }
@@ -322,13 +323,13 @@ impl Drop for RedisLock {
     }
 }
 
-/// A tier's entry as an answer. Tiers do not keep `degraded` (fallback audio is stored only
-/// with `fallback.cache: true`).
+/// A tier's entry as an answer (fallback audio, stored only with `fallback.cache: true`, stays
+/// marked degraded).
 fn from_tier(hit: CachedWav, tier: &'static str, key: CacheKey) -> Synthesized {
     Synthesized {
         wav: hit.wav,
         source: Source::Tier(tier),
-        degraded: false,
+        degraded: hit.degraded,
         created: hit.created,
         key: Some(key),
     }

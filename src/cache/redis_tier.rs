@@ -39,9 +39,10 @@ impl RedisTier {
             .arg("wav")
             .arg("created")
             .arg("sha256")
+            .arg("degraded")
             .clone();
-        let (wav, created, sha): (Option<Vec<u8>>, Option<u64>, Option<String>) =
-            self.link.query(&cmd).await?;
+        type Fields = (Option<Vec<u8>>, Option<u64>, Option<String>, Option<u8>);
+        let (wav, created, sha, degraded): Fields = self.link.query(&cmd).await?;
         let (wav, created, sha) = (wav?, created?, sha?);
         if hex::encode(Sha256::digest(&wav)) != sha || wav::parse_wav(&wav).is_err() {
             log::warn!("redis cache entry {key} is damaged; dropping it");
@@ -51,6 +52,7 @@ impl RedisTier {
         Some(CachedWav {
             wav: Bytes::from(wav),
             created: UNIX_EPOCH + Duration::from_millis(created),
+            degraded: degraded == Some(1),
         })
     }
 
@@ -82,6 +84,8 @@ impl RedisTier {
             .arg(created)
             .arg("sha256")
             .arg(hex::encode(Sha256::digest(&entry.wav)))
+            .arg("degraded")
+            .arg(u8::from(entry.degraded))
             .ignore()
             .cmd("PEXPIRE")
             .arg(&k)

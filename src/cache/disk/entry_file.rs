@@ -37,6 +37,9 @@ pub(super) struct Header {
     /// What the request asked for (`cache::key::describe`), for operators.
     #[serde(default)]
     params: serde_json::Value,
+    /// Fallback audio (`X-Degraded` on a hit).
+    #[serde(default)]
+    degraded: bool,
 }
 
 impl Header {
@@ -102,6 +105,7 @@ fn encode_header(entry: &CachedWav, params: serde_json::Value) -> io::Result<Vec
         size: entry.wav.len() as u64,
         sha256: hex::encode(Sha256::digest(&entry.wav)),
         params,
+        degraded: entry.degraded,
     };
     let mut line = serde_json::to_vec(&header)?;
     if line.len() as u64 >= MAX_HEADER {
@@ -191,6 +195,7 @@ pub(super) fn read(path: &Path, ttl: Duration, max_wav: u64) -> Result<CachedWav
     Ok(CachedWav {
         wav,
         created: header.created(),
+        degraded: header.degraded,
     })
 }
 

@@ -40,6 +40,7 @@ fn wav(n: u8, len: usize) -> CachedWav {
     CachedWav {
         wav: Bytes::from(bytes),
         created: SystemTime::now(),
+        degraded: false,
     }
 }
 
