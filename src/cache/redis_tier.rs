@@ -19,6 +19,9 @@ pub struct RedisTier {
     max_value: u64,
 }
 
+/// The fields of an entry's hash, as `HMGET` returns them: wav, created (Unix ms), sha256, degraded.
+type EntryFields = (Option<Vec<u8>>, Option<u64>, Option<String>, Option<u8>);
+
 fn entry_key(key: &CacheKey) -> String {
     format!("cosygate:cache:{}", key.hex())
 }
@@ -41,8 +44,7 @@ impl RedisTier {
             .arg("sha256")
             .arg("degraded")
             .clone();
-        type Fields = (Option<Vec<u8>>, Option<u64>, Option<String>, Option<u8>);
-        let (wav, created, sha, degraded): Fields = self.link.query(&cmd).await?;
+        let (wav, created, sha, degraded): EntryFields = self.link.query(&cmd).await?;
         let (wav, created, sha) = (wav?, created?, sha?);
         if hex::encode(Sha256::digest(&wav)) != sha || wav::parse_wav(&wav).is_err() {
             log::warn!("redis cache entry {key} is damaged; dropping it");
