@@ -70,15 +70,9 @@ wait_http "http://127.0.0.1:$SIM_PORT/docs" cosyvoice-sim "${PIDS[-1]}" "$TMP/si
 # --- the two gateways ------------------------------------------------------------------------
 # gateway_conf NAME PORT CACHE_YAML
 gateway_conf() {
-    cat >"$TMP/$1.yaml" <<EOF
-threads: 1
-pid_file: $TMP/$1.pid
-upgrade_sock: $TMP/$1.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-cosygate:
-  listen:
-    - addr: 127.0.0.1:$2
+    {
+        gw_yaml_head "$1" "$2" 1 # one worker thread: the figures are per core
+        cat <<EOF
   cache: $3
   pools:
     sim:
@@ -90,6 +84,7 @@ cosygate:
       backends:
         - addr: 127.0.0.1:$SIM_PORT
 EOF
+    } >"$TMP/$1.yaml"
     "$GW" -t -c "$TMP/$1.yaml" >"$TMP/$1.check" 2>&1 || { cat "$TMP/$1.check" >&2; die "$1 config refused"; }
 }
 
@@ -179,7 +174,12 @@ seq 1 "$DISK_KEYS" | xargs -P 16 -I{} curl -sS -o /dev/null -w '%{http_code} %{s
     "http://127.0.0.1:$DISK_PORT/generate" >"$TMP/disk-warm.txt"
 bad=$(awk -v cl="$CL" '$1 != 200 || $2 != cl' "$TMP/disk-warm.txt" | wc -l)
 ((bad == 0)) || { sort "$TMP/disk-warm.txt" | uniq -c >&2; die "gw-disk: $bad warm-up answers were not 200 with $CL bytes"; }
-stored=$(find "$TMP/disk-cache" -name '*.json' | wc -l)
+# Entries are stored after their answer: wait (10 s at most) for the disk to catch up.
+for _ in $(seq 100); do
+    stored=$(find "$TMP/disk-cache" -name '*.entry' | wc -l)
+    ((stored == DISK_KEYS + 1)) && break
+    sleep 0.1
+done
 ((stored == DISK_KEYS + 1)) || die "gw-disk has $stored entries on disk, not $((DISK_KEYS + 1))"
 say "gw-disk: $stored entries on disk ($(du -sm "$TMP/disk-cache" | cut -f1) MB), stored in $(awk -v a="$warm_start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
 

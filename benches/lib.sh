@@ -15,7 +15,7 @@
 #                             until URL answers 200 (WAIT_HTTP_S seconds, 10) or PID (when not
 #                             empty) exited; on failure shows the end of LOG and dies
 #   proc_kib FIELD PID...     a /proc/PID/status field (VmRSS, VmHWM) summed over PIDs, in KiB
-#   gw_yaml_head NAME PORT    the process part of a gateway config (2 threads, pid file and
+#   gw_yaml_head NAME PORT [THREADS]  the process part of a gateway config (THREADS or 2 threads, pid file and
 #                             upgrade socket TMP/NAME.*, no grace) up to `listen` on PORT
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -117,7 +117,7 @@ proc_kib() {
 
 gw_yaml_head() {
     cat <<EOF
-threads: 2
+threads: ${3:-2}
 pid_file: $TMP/$1.pid
 upgrade_sock: $TMP/$1.sock
 grace_period_seconds: 0
