@@ -2,7 +2,6 @@
 //! with its tombstones, the count bound, and tasks that die.
 
 use super::*;
-use crate::api::ApiError;
 use crate::config::{ByteSize, ConfDuration};
 
 fn conf(keep_ms: u64, max: usize, max_bytes: u64, per_caller: usize) -> JobsConf {
@@ -48,14 +47,13 @@ async fn settle(jobs: &Jobs, unfinished: usize) {
     }
 }
 
-fn code(status: Option<JobStatus>) -> Option<(u16, &'static str)> {
+fn code(status: Option<JobStatus>) -> Option<&'static str> {
     match status {
-        Some(JobStatus::Done(Err(e))) => {
-            let e = ApiError::from(e);
-            Some((e.status, e.code))
-        }
-        Some(JobStatus::Done(Ok(_))) => Some((200, "ok")),
-        Some(_) => Some((202, "unfinished")),
+        Some(JobStatus::Done(Err(JobFailed::Expired { .. }))) => Some("expired"),
+        Some(JobStatus::Done(Err(JobFailed::Died))) => Some("died"),
+        Some(JobStatus::Done(Err(JobFailed::Synth(_)))) => Some("synth_error"),
+        Some(JobStatus::Done(Ok(_))) => Some("ok"),
+        Some(_) => Some("unfinished"),
         None => None,
     }
 }
@@ -72,10 +70,10 @@ async fn jobs_belong_to_their_creator_and_expire_after_they_finish() {
     assert!(jobs.get(&id, "10.0.0.2").is_none(), "another caller sees nothing");
     // Unfinished jobs never expire, however long they run.
     tokio::time::sleep(Duration::from_millis(80)).await;
-    assert_eq!(code(jobs.get(&id, "10.0.0.1")), Some((202, "unfinished")));
+    assert_eq!(code(jobs.get(&id, "10.0.0.1")), Some("unfinished"));
     tx.send(()).expect("go");
     settle(&jobs, 0).await;
-    assert_eq!(code(jobs.get(&id, "10.0.0.1")), Some((200, "ok")));
+    assert_eq!(code(jobs.get(&id, "10.0.0.1")), Some("ok"));
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert!(jobs.get(&id, "10.0.0.1").is_none(), "expired");
     assert_eq!(jobs.usage(), (0, 0, 0));
@@ -92,23 +90,13 @@ async fn each_caller_has_a_quota_of_unfinished_jobs() {
         jobs.create("a", p.clone(), task(&p, 10, Some(rx)))
             .expect("within quota");
     }
-    assert_eq!(
-        jobs.check_quota("a").map_err(|e| ApiError::from(e).code),
-        Err("too_many_jobs")
-    );
+    assert_eq!(jobs.check_quota("a"), Err(JobError::QuotaReached { held: 2 }));
     assert!(jobs.check_quota("b").is_ok());
     let p = cell();
     let e = jobs
         .create("a", p.clone(), task(&p, 10, None))
         .expect_err("over quota");
-    let e = ApiError::from(e);
-    assert_eq!((e.status, e.code), (429, "too_many_jobs"));
-    assert!(
-        e.headers.iter().any(|(n, v)| *n == "Retry-After" && v == "5"),
-        "{:?}",
-        e.headers
-    );
-    assert!(e.message.contains("unfinished"), "{}", e.message);
+    assert_eq!(e, JobError::QuotaReached { held: 2 });
     let (_b_gate, rx) = tokio::sync::oneshot::channel();
     let p = cell();
     jobs.create("b", p.clone(), task(&p, 10, Some(rx)))
@@ -137,20 +125,13 @@ async fn past_max_bytes_the_oldest_results_are_dropped_and_their_owners_told() {
         settle(&jobs, 0).await;
     }
     assert!(jobs.usage().2 <= budget, "{:?}", jobs.usage());
-    assert_eq!(code(jobs.get(&ids[0], "a")), Some((404, "job_expired")));
-    match jobs.get(&ids[0], "a") {
-        Some(JobStatus::Done(Err(e))) => {
-            let e = ApiError::from(e);
-            assert!(e.message.contains("max_bytes"), "{}", e.message)
-        }
-        _ => panic!("a tombstone"),
-    }
+    assert_eq!(code(jobs.get(&ids[0], "a")), Some("expired"));
     assert!(
         jobs.get(&ids[0], "b").is_none(),
         "the tombstone is only its owner's"
     );
-    assert_eq!(code(jobs.get(&ids[1], "a")), Some((200, "ok")));
-    assert_eq!(code(jobs.get(&ids[2], "a")), Some((200, "ok")));
+    assert_eq!(code(jobs.get(&ids[1], "a")), Some("ok"));
+    assert_eq!(code(jobs.get(&ids[2], "a")), Some("ok"));
 }
 
 #[tokio::test]
@@ -177,8 +158,7 @@ async fn the_store_is_bounded_in_jobs() {
     let e = jobs
         .create("a", p.clone(), task(&p, 10, never()))
         .expect_err("full");
-    let e = ApiError::from(e);
-    assert_eq!((e.status, e.code), (503, "too_many_jobs"));
+    assert_eq!(e, JobError::StoreFull);
 }
 
 #[tokio::test]
@@ -188,7 +168,7 @@ async fn a_task_that_dies_becomes_an_internal_error_and_frees_its_quota() {
     let dying = tokio::spawn(async { panic!("boom") });
     let id = jobs.create("a", p, dying).expect("created");
     settle(&jobs, 0).await;
-    assert_eq!(code(jobs.get(&id, "a")), Some((500, "internal")));
+    assert_eq!(code(jobs.get(&id, "a")), Some("died"));
     let p = cell();
     jobs.create("a", p.clone(), task(&p, 10, None))
         .expect("quota freed");
@@ -232,8 +212,7 @@ async fn anonymous_ipv6_callers_share_a_quota_per_64() {
     let e = jobs
         .create("ip:2001:db8:1:2:ffff::9", p.clone(), task(&p, 10, never()))
         .expect_err("same /64");
-    let e = ApiError::from(e);
-    assert_eq!((e.status, e.code), (429, "too_many_jobs"));
+    assert_eq!(e, JobError::QuotaReached { held: 1 });
     for other in [
         "ip:2001:db8:1:3::1",
         "ip:10.0.0.1",

@@ -7,7 +7,8 @@
 use base64::Engine;
 use cosygate::api::request::{check_text, MAX_AUX_TEXT_CHARS, MAX_SPK_ID_CHARS};
 use cosygate::api::wav::parse_wav;
-use cosygate::api::{GenerateRequest, Mode, RequestLimits, END_OF_PROMPT};
+use cosygate::api::{GenerateRequest, InvalidKind, Mode, RequestLimits, END_OF_PROMPT};
+use cosygate::gateway::ApiError;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{json, Map, Value};
@@ -298,7 +299,8 @@ fn valid_request() -> impl Strategy<Value = ValidCase> {
 // Properties
 // ---------------------------------------------------------------------------------------------
 
-fn assert_documented(e: &cosygate::api::ApiError) -> Result<(), TestCaseError> {
+fn assert_documented(e: &cosygate::api::InvalidRequest) -> Result<(), TestCaseError> {
+    let e = &ApiError::from(e.clone());
     prop_assert!(STATUSES.contains(&e.status), "status {} in {e}", e.status);
     prop_assert!(
         README_CODES.contains(&e.code),
@@ -370,7 +372,7 @@ proptest! {
         let with: String = chars[..i].iter().chain(std::iter::once(&c)).chain(&chars[i..]).collect();
         let e = check_text("text", &with, allow).expect_err("a C0 control is refused");
         prop_assert_eq!(e.code, "forbidden_characters");
-        prop_assert_eq!(e.status, 400);
+        prop_assert_eq!(e.kind, InvalidKind::Malformed);
     }
 }
 

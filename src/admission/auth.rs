@@ -2,7 +2,7 @@
 //! `auth.tokens` (the configuration never holds a token), in constant time, giving the caller's
 //! identity (name, tenant, allowed pools, own rate limit).
 
-use crate::api::ApiError;
+use super::AdmissionError;
 use crate::config::{AuthConf, BucketConf};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -59,7 +59,10 @@ impl Auth {
 
     /// The identity behind the `Authorization` header value, None for an anonymous caller, or
     /// 401. A token that is presented but unknown is refused even when anonymous access is on.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Option<Arc<Identity>>, ApiError> {
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Arc<Identity>>, AdmissionError> {
         let Some(value) = authorization else {
             if self.allow_anonymous {
                 return Ok(None);
@@ -101,8 +104,8 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(401, code, message).with_header("WWW-Authenticate", "Bearer".to_string())
+fn unauthorized(code: &'static str, message: &'static str) -> AdmissionError {
+    AdmissionError::Unauthenticated { code, message }
 }
 
 #[cfg(test)]
@@ -134,32 +137,17 @@ mod tests {
         assert_eq!(id.tenant.as_deref(), Some("school-a"));
         assert!(id.may_use("cosyvoice") && !id.may_use("other"));
         assert!(a.authenticate(Some(b"bearer   s3cret ")).is_ok());
-        assert_eq!(
-            a.authenticate(Some(b"Bearer wrong"))
-                .map(|_| ())
-                .expect_err("unknown")
-                .code,
-            "invalid_token"
-        );
-        assert_eq!(
-            a.authenticate(Some(b"Basic czNjcmV0"))
-                .map(|_| ())
-                .expect_err("scheme")
-                .code,
-            "invalid_token"
-        );
-        assert_eq!(
-            a.authenticate(None).map(|_| ()).expect_err("missing").code,
-            "missing_token"
-        );
+        let code = |r: Result<Option<Arc<Identity>>, AdmissionError>| match r {
+            Err(AdmissionError::Unauthenticated { code, .. }) => code,
+            other => panic!("not a 401: {other:?}"),
+        };
+        assert_eq!(code(a.authenticate(Some(b"Bearer wrong"))), "invalid_token");
+        assert_eq!(code(a.authenticate(Some(b"Basic czNjcmV0"))), "invalid_token");
+        assert_eq!(code(a.authenticate(None)), "missing_token");
         assert!(auth(true).authenticate(None).expect("anonymous").is_none());
         assert_eq!(
-            auth(true)
-                .authenticate(Some(b"Bearer wrong"))
-                .map(|_| ())
-                .expect_err("unknown")
-                .status,
-            401
+            code(auth(true).authenticate(Some(b"Bearer wrong"))),
+            "invalid_token"
         );
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod auth;
 pub mod client_ip;
+mod error;
 pub mod rate_limit;
 
-use crate::api::ApiError;
+pub use error::AdmissionError;
+
 use crate::config::GatewayConf;
 use auth::{Auth, Identity};
 use client_ip::ClientIp;
@@ -91,7 +93,7 @@ impl Admission {
     }
 
     /// Establishes the caller from the socket peer and the request headers (401 on a bad token).
-    pub fn identify(&self, peer: IpAddr, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
+    pub fn identify(&self, peer: IpAddr, headers: &http::HeaderMap) -> Result<Caller, AdmissionError> {
         let identity = self
             .auth
             .authenticate(headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()))?;
@@ -106,22 +108,18 @@ impl Admission {
     }
 
     /// Whether the caller may use `pool` (403 otherwise).
-    pub fn authorize(&self, caller: &Caller, pool: &str) -> Result<(), ApiError> {
+    pub fn authorize(&self, caller: &Caller, pool: &str) -> Result<(), AdmissionError> {
         match &caller.identity {
-            Some(id) if !id.may_use(pool) => Err(ApiError::new(
-                403,
-                "forbidden_pool",
-                format!(
-                    "token {} may not use pool {pool}; ask the operator to allow it",
-                    id.name
-                ),
-            )),
+            Some(id) if !id.may_use(pool) => Err(AdmissionError::ForbiddenPool {
+                token: id.name.clone(),
+                pool: pool.to_string(),
+            }),
             _ => Ok(()),
         }
     }
 
     /// Takes a token from the caller's bucket: the budget headers to send, or 429.
-    pub async fn take_token(&self, caller: &Caller) -> Result<RateLimitHeaders, ApiError> {
+    pub async fn take_token(&self, caller: &Caller) -> Result<RateLimitHeaders, AdmissionError> {
         let Some(limits) = &self.limits else {
             return Ok(Vec::new());
         };
@@ -148,18 +146,15 @@ impl Admission {
             Decision::Limited { retry_after } => {
                 crate::metrics::RATE_LIMITED.inc();
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                Err(ApiError::new(
-                    429,
-                    "rate_limited",
-                    format!(
-                        "too many requests: {} per {} s; the next one is possible in {secs} s",
-                        bucket.capacity,
-                        window.max(1)
-                    ),
-                )
-                .with_retry_after(secs)
-                .with_header("RateLimit-Policy", policy)
-                .with_header("RateLimit", format!("\"{}\";r=0;t={secs}", key.policy())))
+                Err(AdmissionError::RateLimited {
+                    capacity: bucket.capacity,
+                    window_secs: window.max(1),
+                    retry_after_secs: secs,
+                    budget: vec![
+                        ("RateLimit-Policy", policy),
+                        ("RateLimit", format!("\"{}\";r=0;t={secs}", key.policy())),
+                    ],
+                })
             }
         }
     }

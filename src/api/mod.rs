@@ -1,11 +1,12 @@
-//! The contract's types: the `/generate` request and its validation, the JSON error shape, and
-//! the WAV helpers. Everything below the gateway speaks in these types.
+//! The contract's types: the `/generate` request and its validation (refusals typed as
+//! [`InvalidRequest`]), and the WAV helpers. Everything below the gateway speaks in these types;
+//! none of them knows HTTP statuses.
 
-pub mod error;
+pub mod invalid;
 pub mod request;
 pub mod wav;
 
-pub use error::ApiError;
+pub use invalid::{InvalidKind, InvalidRequest};
 pub use request::{GenerateRequest, Mode, RequestLimits};
 
 /// CosyVoice3's marker between the system prompt and the transcript or instruction.

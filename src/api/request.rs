@@ -1,7 +1,7 @@
 //! `POST /generate`: the JSON body, parsed strictly and checked against the limits into a
-//! [`GenerateRequest`] that every later stage can trust, or an [`ApiError`] saying what is wrong.
+//! [`GenerateRequest`] that every later stage can trust, or an [`InvalidRequest`] saying what is wrong.
 
-use super::error::ApiError;
+use super::invalid::InvalidRequest;
 use super::wav;
 use base64::Engine;
 use bytes::Bytes;
@@ -75,9 +75,9 @@ struct RawRequest {
 
 impl GenerateRequest {
     /// Parses and validates a request body.
-    pub fn parse(body: &[u8], limits: RequestLimits) -> Result<Self, ApiError> {
+    pub fn parse(body: &[u8], limits: RequestLimits) -> Result<Self, InvalidRequest> {
         if body.trim_ascii_start().first() != Some(&b'{') {
-            return Err(ApiError::bad_request(
+            return Err(InvalidRequest::malformed(
                 "invalid_json",
                 "the body must be a JSON object: {\"text\": ...}",
             ));
@@ -90,7 +90,7 @@ impl GenerateRequest {
             Some("instruct") => Mode::Instruct,
             Some("sft") => Mode::Sft,
             Some(other) => {
-                return Err(ApiError::bad_request(
+                return Err(InvalidRequest::malformed(
                     "invalid_mode",
                     format!("mode {other:?} is not one of zero_shot, cross_lingual, instruct, sft"),
                 ))
@@ -98,14 +98,14 @@ impl GenerateRequest {
         };
         let text: String = raw.text.trim().nfc().collect();
         if text.is_empty() {
-            return Err(ApiError::unprocessable(
+            return Err(InvalidRequest::unprocessable(
                 "empty_text",
                 "`text` is empty: give the words to speak",
             ));
         }
         let chars = text.chars().count();
         if chars > limits.max_text_chars {
-            return Err(ApiError::unprocessable(
+            return Err(InvalidRequest::unprocessable(
                 "text_too_long",
                 format!(
                     "`text` has {chars} characters; the limit is {}: split it into several requests",
@@ -115,7 +115,7 @@ impl GenerateRequest {
         }
         let speed = raw.speed.unwrap_or(1.0);
         if !(0.5..=2.0).contains(&speed) {
-            return Err(ApiError::unprocessable(
+            return Err(InvalidRequest::unprocessable(
                 "speed_out_of_range",
                 format!("`speed` is {speed}; it must be between 0.5 and 2.0"),
             ));
@@ -167,10 +167,10 @@ pub const MAX_AUX_TEXT_CHARS: usize = 1000;
 /// Longest `spk_id`, in characters.
 pub const MAX_SPK_ID_CHARS: usize = 64;
 
-fn check_length(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+fn check_length(field: &str, value: &str, max: usize) -> Result<(), InvalidRequest> {
     let chars = value.chars().count();
     if chars > max {
-        return Err(ApiError::unprocessable(
+        return Err(InvalidRequest::unprocessable(
             "field_too_long",
             format!("`{field}` has {chars} characters; the limit is {max}"),
         ));
@@ -185,9 +185,9 @@ fn check_length(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 /// XML, SSML tags, comments); and CosyVoice control tokens `<|...|>`, except `<|endofprompt|>`
 /// where the model expects it (`allow_end_of_prompt`: prompt_text, instruct_text).
 /// CosyVoice's bracketed cues such as `[breath]` and `[laughter]` are allowed.
-pub fn check_text(field: &str, value: &str, allow_end_of_prompt: bool) -> Result<(), ApiError> {
+pub fn check_text(field: &str, value: &str, allow_end_of_prompt: bool) -> Result<(), InvalidRequest> {
     let refuse = |what: String| {
-        Err(ApiError::bad_request(
+        Err(InvalidRequest::malformed(
             "forbidden_characters",
             format!("`{field}` contains {what}; send plain text (see the README's injection rule)"),
         ))
@@ -238,51 +238,53 @@ impl GenerateRequest {
     }
 }
 
-fn missing(field: &str, mode: Mode) -> ApiError {
-    ApiError::bad_request(
+fn missing(field: &str, mode: Mode) -> InvalidRequest {
+    InvalidRequest::malformed(
         "missing_field",
         format!("`{field}` is required for mode {}", mode.as_str()),
     )
 }
 
 /// Maps serde_json's failures to stable codes.
-fn json_error(e: serde_json::Error) -> ApiError {
+fn json_error(e: serde_json::Error) -> InvalidRequest {
     use serde_json::error::Category;
     let msg = e.to_string();
     match e.classify() {
-        Category::Data if msg.starts_with("unknown field") => ApiError::bad_request(
+        Category::Data if msg.starts_with("unknown field") => InvalidRequest::malformed(
             "unknown_field",
             format!("{msg}; see the README for the fields of /generate"),
         ),
-        Category::Data if msg.starts_with("missing field") => ApiError::bad_request("missing_field", msg),
-        Category::Data if msg.starts_with("duplicate field") => ApiError::bad_request("duplicate_field", msg),
-        Category::Data => ApiError::bad_request("invalid_field", msg),
+        Category::Data if msg.starts_with("missing field") => InvalidRequest::malformed("missing_field", msg),
+        Category::Data if msg.starts_with("duplicate field") => {
+            InvalidRequest::malformed("duplicate_field", msg)
+        }
+        Category::Data => InvalidRequest::malformed("invalid_field", msg),
         Category::Syntax | Category::Eof | Category::Io => {
-            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {msg}"))
+            InvalidRequest::malformed("invalid_json", format!("the body is not valid JSON: {msg}"))
         }
     }
 }
 
 /// Decodes standard base64 (padding required). Line breaks from MIME-style wrapping are
 /// ignored; any other whitespace or alphabet is refused.
-fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, ApiError> {
+fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, InvalidRequest> {
     let compact: String = b64.chars().filter(|c| *c != '\n' && *c != '\r').collect();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .map_err(|e| {
-            ApiError::bad_request(
+            InvalidRequest::malformed(
                 "invalid_base64",
                 format!("`prompt_audio` is not standard base64 with padding: {e}"),
             )
         })?;
     let info = wav::parse_wav(&bytes).map_err(|e| {
-        ApiError::bad_request(
+        InvalidRequest::malformed(
             "invalid_prompt_audio",
             format!("`prompt_audio` is not a usable WAV file: {e}"),
         )
     })?;
     if info.sample_rate < 16000 {
-        return Err(ApiError::unprocessable(
+        return Err(InvalidRequest::unprocessable(
             "sample_rate_too_low",
             format!(
                 "prompt audio is sampled at {} Hz; CosyVoice needs at least 16000 Hz",
@@ -291,7 +293,7 @@ fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, ApiErr
         ));
     }
     if info.duration_secs() > limits.max_prompt_seconds {
-        return Err(ApiError::unprocessable(
+        return Err(InvalidRequest::unprocessable(
             "prompt_too_long",
             format!(
                 "prompt audio lasts {:.2} s; the limit is {} s (3 to 10 s of clean speech works best)",

@@ -4,7 +4,7 @@
 //! body's bytes are reserved in the global budget (`body_budget`) before they are read.
 
 use super::body_budget::{BodyBudget, Reservation};
-use crate::api::ApiError;
+use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use pingora::proxy::Session;

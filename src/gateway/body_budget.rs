@@ -6,7 +6,7 @@
 //! as long as the request's body or its decoded form is held: through validation, queueing and
 //! the backend call, also when the request became a 202 job.
 
-use crate::api::ApiError;
+use super::ApiError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

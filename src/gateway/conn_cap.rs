@@ -8,8 +8,8 @@
 //! `429 too_many_connections` with `Retry-After` and closed, as nginx's `limit_conn` does; an
 //! HTTP/2 connection is closed without an answer (it has no request yet to answer).
 
+use super::ApiError;
 use crate::admission::client_ip::subscriber;
-use crate::api::ApiError;
 use bytes::Bytes;
 use ipnet::IpNet;
 use parking_lot::Mutex;

@@ -17,7 +17,7 @@
 //! byte with nothing but the bare `Stream` (a 1-byte peek) before it creates the next session.
 
 use super::conn_cap::{refuse_http1, PerIpCap};
-use crate::api::ApiError;
+use super::ApiError;
 use crate::config::LimitsConf;
 use async_trait::async_trait;
 use ipnet::IpNet;

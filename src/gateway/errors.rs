@@ -2,7 +2,9 @@
 //! code, the message that tells the caller what to do next, and `Retry-After`. Codes are
 //! published (the README lists them); change none without changing the contract.
 
-use crate::api::ApiError;
+use super::api_error::ApiError;
+use crate::admission::AdmissionError;
+use crate::api::{InvalidKind, InvalidRequest};
 use crate::backend::UnknownPool;
 use crate::jobs::{JobError, JobFailed};
 use crate::synth::{Refusal, SynthError};
@@ -13,6 +15,49 @@ use std::time::Duration;
 const NO_BACKEND_RETRY_SECS: u64 = 5;
 /// `Retry-After` of a caller over its quota of unfinished jobs, or of a full job store.
 const JOBS_RETRY_SECS: u64 = 5;
+
+impl From<InvalidRequest> for ApiError {
+    fn from(e: InvalidRequest) -> Self {
+        let status = match e.kind {
+            InvalidKind::Malformed => 400,
+            InvalidKind::Unprocessable => 422,
+        };
+        ApiError::new(status, e.code, e.message)
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(e: AdmissionError) -> Self {
+        match e {
+            AdmissionError::Unauthenticated { code, message } => {
+                ApiError::new(401, code, message).with_header("WWW-Authenticate", "Bearer".to_string())
+            }
+            AdmissionError::ForbiddenPool { token, pool } => ApiError::new(
+                403,
+                "forbidden_pool",
+                format!("token {token} may not use pool {pool}; ask the operator to allow it"),
+            ),
+            AdmissionError::RateLimited {
+                capacity,
+                window_secs,
+                retry_after_secs,
+                budget,
+            } => {
+                let mut e = ApiError::new(
+                    429,
+                    "rate_limited",
+                    format!(
+                        "too many requests: {capacity} per {window_secs} s; the next one is \
+                         possible in {retry_after_secs} s"
+                    ),
+                )
+                .with_retry_after(retry_after_secs);
+                e.headers.extend(budget);
+                e
+            }
+        }
+    }
+}
 
 impl From<SynthError> for ApiError {
     fn from(e: SynthError) -> Self {
@@ -200,6 +245,49 @@ mod tests {
         let none = ApiError::from(SynthError::NoBackend { pool: pool() });
         assert_eq!((none.status, none.code), (503, "no_backend_available"));
         assert_eq!(retry_after(&none), Some("5"));
+    }
+
+    #[test]
+    fn job_refusals_say_what_to_do_next() {
+        let quota = ApiError::from(JobError::QuotaReached { held: 32 });
+        assert_eq!((quota.status, quota.code), (429, "too_many_jobs"));
+        assert_eq!(retry_after(&quota), Some("5"));
+        assert!(quota.message.contains("32 unfinished"), "{}", quota.message);
+        let full = ApiError::from(JobError::StoreFull);
+        assert_eq!((full.status, full.code), (503, "too_many_jobs"));
+        let expired = ApiError::from(JobFailed::Expired {
+            id: "j1".into(),
+            keep: Duration::from_secs(600),
+        });
+        assert_eq!((expired.status, expired.code), (404, "job_expired"));
+        assert!(expired.message.contains("max_bytes"), "{}", expired.message);
+        let died = ApiError::from(JobFailed::Died);
+        assert_eq!((died.status, died.code), (500, "internal"));
+    }
+
+    #[test]
+    fn admission_and_validation_refusals_keep_their_statuses() {
+        let malformed = ApiError::from(InvalidRequest::malformed("invalid_json", "x"));
+        assert_eq!((malformed.status, malformed.code), (400, "invalid_json"));
+        let long = ApiError::from(InvalidRequest::unprocessable("text_too_long", "x"));
+        assert_eq!(long.status, 422);
+        let unauth = ApiError::from(AdmissionError::Unauthenticated {
+            code: "missing_token",
+            message: "send a token",
+        });
+        assert_eq!(unauth.status, 401);
+        assert!(unauth
+            .headers
+            .contains(&("WWW-Authenticate", "Bearer".to_string())));
+        let limited = ApiError::from(AdmissionError::RateLimited {
+            capacity: 10,
+            window_secs: 60,
+            retry_after_secs: 6,
+            budget: vec![("RateLimit", "\"ip\";r=0;t=6".to_string())],
+        });
+        assert_eq!((limited.status, limited.code), (429, "rate_limited"));
+        assert_eq!(retry_after(&limited), Some("6"));
+        assert!(limited.headers.iter().any(|(n, _)| *n == "RateLimit"));
     }
 
     #[test]

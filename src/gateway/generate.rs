@@ -4,9 +4,10 @@
 //! `Prefer: respond-async`, is answered `202 Accepted` and becomes a job that keeps its place.
 
 use super::body;
+use super::ApiError;
 use super::{Gateway, RequestCtx};
 use crate::admission::Caller;
-use crate::api::{ApiError, GenerateRequest, RequestLimits};
+use crate::api::{GenerateRequest, RequestLimits};
 use crate::backend::{BackendPool, Prepared};
 use crate::jobs::{self, status_of, JobStatus, Phase, Progress};
 use crate::synth::{PrecomputedKey, Source, SynthRequest, Synthesized};

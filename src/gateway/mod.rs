@@ -6,6 +6,7 @@
 //! must be read and validated before a backend is chosen, and a body read there is gone for
 //! Pingora's own proxy phase beyond its 64 KiB retry buffer (README, "Architecture").
 
+mod api_error;
 mod body;
 mod body_budget;
 mod conn_cap;
@@ -14,10 +15,10 @@ mod errors;
 mod generate;
 mod respond;
 
+pub use api_error::ApiError;
 pub use conn_guard::{check_header_limits, ConnectionGuard, PendingHeaders};
 
 use crate::admission::Admission;
-use crate::api::ApiError;
 use crate::backend::PoolSet;
 use crate::cache::Cache;
 use crate::config::LimitsConf;

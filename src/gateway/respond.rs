@@ -1,7 +1,7 @@
 //! Writing answers to the client: the WAV, JSON bodies and errors, each complete with
 //! `Content-Length` and `X-Request-Id`.
 
-use crate::api::ApiError;
+use super::ApiError;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;

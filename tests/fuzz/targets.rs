@@ -15,6 +15,7 @@ use cosygate::backend::multipart::Form;
 use cosygate::backend::protocol::decode;
 use cosygate::backend::UpstreamRequest;
 use cosygate::config::{self, PoolConf};
+use cosygate::gateway::ApiError;
 use cosyvoice_sim::form::{read_form, FormValue};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -53,12 +54,13 @@ pub fn request(body: &[u8]) {
             }
         }
         Err(e) => {
+            let answer = ApiError::from(e);
             assert!(
-                [400, 413, 415, 422].contains(&e.status),
-                "status {} for {e}",
-                e.status
+                [400, 413, 415, 422].contains(&answer.status),
+                "status {} for {answer}",
+                answer.status
             );
-            assert!(!e.code.is_empty() && !e.message.is_empty());
+            assert!(!answer.code.is_empty() && !answer.message.is_empty());
         }
     }
 }
