@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs cosygate's whole test suite on a fresh machine: installs what the tests need when it is
-# missing (cmake for Pingora's zlib-ng, cargo-nextest), checks formatting and clippy (warnings
-# are errors), builds the whole workspace (the gateway's integration tests run the simulator's
-# binary, `sim/`), then runs every test of every package with one summary.
+# missing (cmake for Pingora's zlib-ng, cargo-nextest, and promtool and amtool for the monitoring
+# files' checks), checks formatting and clippy (warnings are errors), builds the whole workspace
+# (the gateway's integration tests run the simulator's binary, `sim/`), then runs every test of
+# every package with one summary (tests/monitoring.rs runs `promtool check rules`, `promtool test
+# rules` and `amtool check-config` there, failing when a tool is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/ensure-packages.sh
-ensure_packages cmake=cmake cc=build-essential curl=curl redis-server=redis-server espeak-ng=espeak-ng
+ensure_packages cmake=cmake cc=build-essential curl=curl redis-server=redis-server espeak-ng=espeak-ng \
+  promtool=prometheus amtool=prometheus-alertmanager
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked
