@@ -23,7 +23,7 @@ pub use edge::*;
 /// (a cache hit in ~1 ms; a synthesis in 0.5 to 30 s; the 120 s longest answer).
 pub const MILLISECOND_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_000.0, 3_000.0, 5_000.0, 7_500.0,
-    10000.0, 15000.0, 20000.0, 30000.0, 60000.0, 120_000.0,
+    10_000.0, 15_000.0, 20_000.0, 30_000.0, 60_000.0, 120_000.0,
 ];
 
 /// Defines a metric registered in the default registry on first use. A definition error is a
