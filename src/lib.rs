@@ -1,6 +1,7 @@
 //! cosygate: an edge gateway for self-hosted CosyVoice3 speech synthesis, built on Pingora.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod backend;

@@ -3,12 +3,14 @@
 //! as usual.
 
 use clap::Parser;
+use cosygate::admin::{AdminApp, StateView};
 use cosygate::admission::Admission;
 use cosygate::backend::PoolSet;
 use cosygate::cache::Cache;
 use cosygate::config::{self, Config};
 use cosygate::gateway::{ConnectionGuard, Gateway, PendingHeaders};
 use cosygate::jobs::Jobs;
+use cosygate::metrics;
 use cosygate::periodic::Periodic;
 use cosygate::supervisor::Supervisor;
 use pingora::apps::HttpServerOptions;
@@ -83,7 +85,8 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         let dispatch = Periodic::new(Duration::from_millis(100), move || scheduler.dispatch());
         server.add_service(background_service(&format!("dispatch {}", pool.name), dispatch));
     }
-    if let Some(supervisor) = Supervisor::new(&conf.supervisor, &pools)? {
+    let supervisor = Supervisor::new(&conf.supervisor, &pools)?;
+    if let Some(supervisor) = supervisor.clone() {
         // Restarts backends that stay unhealthy (`backends[].restart`); see the README.
         server.add_service(background_service("backend supervisor", supervisor));
     }
@@ -97,10 +100,24 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         )),
         None => None,
     };
+    let pools = Arc::new(pools);
+    metrics::register_all();
+    if let Some(admin) = &conf.admin {
+        let view = Arc::new(StateView {
+            pools: pools.clone(),
+            cache: cache.clone(),
+            supervisor,
+            started: std::time::Instant::now(),
+        });
+        let app = AdminApp::new(admin.token_sha256.as_ref().map(|t| t.0), view);
+        let mut service = Service::new("cosygate admin".to_string(), app);
+        service.add_tcp(&admin.addr.to_string());
+        server.add_service(service);
+    }
     let gateway = Gateway::new(
         admission,
         cache,
-        Arc::new(pools),
+        pools,
         Arc::new(Jobs::new(&conf.jobs)),
         conf.limits.clone(),
         pending_headers.clone(),

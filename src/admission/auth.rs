@@ -95,7 +95,8 @@ impl Auth {
     }
 }
 
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;

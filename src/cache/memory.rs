@@ -39,6 +39,12 @@ impl MemoryTier {
         self.cache.insert(*key, entry.clone()).await;
     }
 
+    /// (entries, WAV bytes) held now; moka's counts, which catch up with recent writes within
+    /// its housekeeping interval.
+    pub fn size(&self) -> (u64, u64) {
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
     pub async fn remove(&self, key: &CacheKey) -> bool {
         self.cache.remove(key).await.is_some()
     }

@@ -296,6 +296,18 @@ impl Cache {
     }
 
     /// Empties every tier.
+    /// (tier, entries, WAV bytes) of the tiers whose size this instance can see: memory, and
+    /// disk when configured (the Redis tier is shared and not counted here).
+    pub fn tier_sizes(&self) -> Vec<(&'static str, u64, u64)> {
+        let (entries, bytes) = self.memory.size();
+        let mut sizes = vec![("memory", entries, bytes)];
+        if let Some(disk) = &self.disk {
+            let (entries, bytes) = disk.size();
+            sizes.push(("disk", entries, bytes));
+        }
+        sizes
+    }
+
     pub async fn purge_all(&self) {
         self.memory.purge_all();
         if let Some(disk) = &self.disk {
@@ -342,10 +354,5 @@ fn count(tier: &'static str, hit: bool) {
 }
 
 fn update_ratio(hit: bool) {
-    metrics::CACHE_LOOKUPS.inc();
-    if hit {
-        metrics::CACHE_HITS.inc();
-    }
-    let ratio = metrics::CACHE_HITS.get() as f64 / metrics::CACHE_LOOKUPS.get().max(1) as f64;
-    metrics::CACHE_HIT_RATIO.set(ratio);
+    metrics::record_lookup(hit);
 }

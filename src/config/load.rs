@@ -97,6 +97,9 @@ fn apply_server_defaults(text: &str, server: &mut ServerConf) {
 
 /// Checks that involve more than one value. Returns the key to point at and the message.
 fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
+    if let Some(admin) = &g.admin {
+        admin.check(&g.listen.0).map_err(|e| ("admin", e))?;
+    }
     match &g.default_pool {
         Some(name) if !g.pools.0.contains_key(name) => {
             return Err((

@@ -71,6 +71,16 @@ impl SupervisorState {
             SupervisorState::Failed => 3,
         }
     }
+
+    /// Its name in `/admin/backends` (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SupervisorState::Ok => "ok",
+            SupervisorState::Restarting => "restarting",
+            SupervisorState::Warming => "warming",
+            SupervisorState::Failed => "failed",
+        }
+    }
 }
 
 /// One supervised backend as operators see it.

@@ -144,6 +144,12 @@ impl DiskTier {
 
     /// Deletes every entry in the directory (also ones this process did not index); returns
     /// how many.
+    /// (entries, WAV bytes) indexed now.
+    pub fn size(&self) -> (u64, u64) {
+        let index = self.index.lock();
+        (index.len() as u64, index.total())
+    }
+
     pub async fn purge_all(&self) -> usize {
         let mut keys: HashSet<CacheKey> = self.index.lock().clear().into_iter().collect();
         let root = self.root.clone();

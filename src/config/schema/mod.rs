@@ -25,6 +25,9 @@ pub use services::*;
 pub struct GatewayConf {
     /// Public listeners (`POST /generate`, `GET /health`).
     pub listen: NonEmpty<ListenConf>,
+    /// The operators' listener (metrics, backends, purge, status page); absent = none.
+    #[serde(default)]
+    pub admin: Option<AdminConf>,
     /// Request limits; always in force, with defaults.
     #[serde(default)]
     pub limits: LimitsConf,

@@ -1,10 +1,49 @@
-//! The sections beside the pools: `fallback`, `jobs`, `supervisor`.
+//! The sections beside the pools: `admin`, `fallback`, `jobs`, `supervisor`.
 
 use super::admission::default_true;
-use super::{NonEmpty, RedisConf};
+use super::{ListenConf, NonEmpty, RedisConf, Sha256Hex};
 use crate::config::units::{ByteSize, ConfDuration};
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// `admin:` the operators' listener: `/metrics`, `/admin/backends`, `/admin/cache/purge`, the
+/// status page. Never one of the public addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConf {
+    pub addr: SocketAddr,
+    /// Lowercase hex sha256 of the admin token; every admin request then needs
+    /// `Authorization: Bearer <token>`. Required unless `addr` is a loopback address.
+    #[serde(default)]
+    pub token_sha256: Option<Sha256Hex>,
+}
+
+impl AdminConf {
+    /// Refuses an admin address that a public listener also binds (the same port on the same or
+    /// a wildcard address), and one reachable from other hosts without a token.
+    pub fn check(&self, listen: &[ListenConf]) -> Result<(), String> {
+        let admin = self.addr;
+        for l in listen {
+            let public = l.addr;
+            let overlaps = public.port() == admin.port()
+                && (public.ip() == admin.ip() || public.ip().is_unspecified() || admin.ip().is_unspecified());
+            if overlaps {
+                return Err(format!(
+                    "admin.addr {admin} would share the public address {public}; give the admin \
+                     listener its own port, e.g. 127.0.0.1:9090"
+                ));
+            }
+        }
+        if !admin.ip().is_loopback() && self.token_sha256.is_none() {
+            return Err(format!(
+                "admin.addr {admin} is reachable from other hosts and has no token_sha256: set \
+                 one (scripts/new-token.sh prints a token and its sha256) or bind to 127.0.0.1"
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// `fallback:` a local voice engine for when no backend can serve.
 #[derive(Debug, Clone, Deserialize)]
