@@ -32,6 +32,8 @@ pub struct Reply {
     pub status: u16,
     /// `X-Cache` (empty if absent).
     pub cache: String,
+    /// `X-Cache-Tier` of a HIT (`memory`, `disk`, `redis`, `inflight`).
+    pub tier: Option<String>,
     pub age: Option<u64>,
     pub key: Option<String>,
     pub content_length: Option<u64>,
@@ -78,6 +80,18 @@ impl Reply {
 }
 
 pub async fn send_to(client: &reqwest::Client, url: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+    try_send_to(client, url, body, headers)
+        .await
+        .expect("the gateway answers with a whole body")
+}
+
+/// As [`send_to`], but an exchange that fails (no answer, or a body cut off) is an `Err`.
+pub async fn try_send_to(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Result<Reply> {
     let mut req = client
         .post(url)
         .header("Content-Type", "application/json")
@@ -85,7 +99,7 @@ pub async fn send_to(client: &reqwest::Client, url: &str, body: &str, headers: &
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.expect("the gateway answers");
+    let resp = req.send().await?;
     let status = resp.status().as_u16();
     let header = |name: &str| {
         resp.headers()
@@ -93,10 +107,11 @@ pub async fn send_to(client: &reqwest::Client, url: &str, body: &str, headers: &
             .map(|v| v.to_str().expect("ASCII header").to_string())
     };
     let cache = header("X-Cache").unwrap_or_default();
+    let tier = header("X-Cache-Tier");
     let age = header("Age").map(|a| a.parse().expect("Age is a number of seconds"));
     let key = header("X-Cache-Key");
     let content_length = header("Content-Length").map(|l| l.parse().expect("Content-Length"));
-    let body = resp.bytes().await.expect("the whole body");
+    let body = resp.bytes().await?;
     let code = if status == 200 {
         None
     } else {
@@ -104,15 +119,16 @@ pub async fn send_to(client: &reqwest::Client, url: &str, body: &str, headers: &
             .unwrap_or_else(|e| panic!("error {status} is JSON ({e}): {}", String::from_utf8_lossy(&body)));
         v["error"]["code"].as_str().map(str::to_string)
     };
-    Reply {
+    Ok(Reply {
         status,
         cache,
+        tier,
         age,
         key,
         content_length,
         code,
         body,
-    }
+    })
 }
 
 pub async fn send(gw: &Gateway, body: &str, headers: &[(&str, &str)]) -> Reply {
