@@ -8,7 +8,7 @@ use cosygate::admission::Admission;
 use cosygate::backend::PoolSet;
 use cosygate::cache::Cache;
 use cosygate::config::{self, Config};
-use cosygate::gateway::{ConnectionGuard, Gateway, PendingHeaders};
+use cosygate::gateway::{ConnectionGuard, Gateway, PendingHeaders, ACCESS_LOG_TARGET};
 use cosygate::jobs::Jobs;
 use cosygate::metrics;
 use cosygate::periodic::Periodic;
@@ -38,7 +38,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     let mut opt = Cli::parse().opt;
     let Some(path) = opt.conf.take() else {
         eprintln!("cosygate: no configuration file: run `cosygate -c conf/cosygate.yaml` (see the README)");
@@ -62,6 +62,28 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Diagnostics as `[time LEVEL target] message`; access lines (target `cosygate::access`) as
+/// bare JSON, one per line, so a log shipper can tell them apart by their first byte.
+fn init_logging() {
+    use std::io::Write;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            if record.target() == ACCESS_LOG_TARGET {
+                writeln!(buf, "{}", record.args())
+            } else {
+                let time = buf.timestamp_millis();
+                writeln!(
+                    buf,
+                    "[{time} {} {}] {}",
+                    record.level(),
+                    record.target(),
+                    record.args()
+                )
+            }
+        })
+        .init();
 }
 
 fn run(opt: Opt, config: Config) -> Result<(), String> {

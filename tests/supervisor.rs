@@ -7,11 +7,10 @@
 mod common;
 
 use common::gateway::{free_port, Gateway};
+use common::scripted_sim::ScriptedSim;
 use common::sim::Sim;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const FAST: &[&str] = &["--rtf", "0.01", "--first-chunk-ms", "5"];
@@ -23,119 +22,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
-}
-
-/// A sim started and restarted only through a restart script, as a real CosyVoice server is.
-struct ScriptedSim {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-}
-
-impl ScriptedSim {
-    fn start() -> ScriptedSim {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let script = format!(
-            r#"#!/bin/sh
-# Restart the simulated backend: stop the old process (pid file), start a new one in the
-# background, write the new pid file, exit 0 at once.
-DIR="$1"
-PIDFILE="$DIR/sim.pid"
-alive() {{ s=$(awk '{{print $3}}' "/proc/$1/stat" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }}
-if [ -f "$PIDFILE" ]; then
-  PID=$(cat "$PIDFILE")
-  kill -9 "$PID" 2>/dev/null
-  i=0
-  while alive "$PID" && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
-fi
-# A real model takes a while to load; START_DELAY (seconds) imitates it.
-if [ -n "${{START_DELAY:-}}" ]; then sleep "$START_DELAY"; fi
-nohup "{sim}" --listen {addr} --speakers 中文女 {fast} >>"$DIR/sim.log" 2>&1 </dev/null &
-echo $! >"$PIDFILE"
-echo "started cosyvoice-sim on {addr} with pid $!"
-"#,
-            sim = common::sim::sim_binary().display(),
-            fast = FAST.join(" "),
-        );
-        std::fs::write(dir.path().join("restart.sh"), script).expect("write the restart script");
-        let sim = ScriptedSim { dir, addr };
-        let status = Command::new("sh")
-            .arg(sim.script())
-            .arg(sim.dir.path())
-            .status()
-            .expect("run the restart script");
-        assert!(status.success(), "the restart script starts the sim");
-        sim
-    }
-
-    fn script(&self) -> PathBuf {
-        self.dir.path().join("restart.sh")
-    }
-
-    /// The `restart:` command for the gateway.
-    fn command_yaml(&self) -> String {
-        format!(
-            "[\"sh\", \"{}\", \"{}\"]",
-            self.script().display(),
-            self.dir.path().display()
-        )
-    }
-
-    fn pid(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.path().join("sim.pid"))
-            .ok()
-            .map(|s| s.trim().to_string())
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// `requests` from `/__sim/stats`, or None while nothing answers.
-    async fn requests(&self) -> Option<u64> {
-        let resp = reqwest::Client::new()
-            .get(self.url("/__sim/stats"))
-            .timeout(Duration::from_millis(500))
-            .send()
-            .await
-            .ok()?;
-        let v: serde_json::Value = resp.json().await.ok()?;
-        v["requests"].as_u64()
-    }
-
-    async fn wait_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.requests().await.is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the scripted sim did not come up:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn fault(&self, kind: &str, count: u64) {
-        let resp = client()
-            .post(self.url("/__sim/fault"))
-            .json(&json!({"kind": kind, "count": count}))
-            .send()
-            .await
-            .expect("fault armed");
-        assert!(resp.status().is_success());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sim.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for ScriptedSim {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").arg("-9").arg(&pid).status();
-        }
-    }
 }
 
 fn gateway_with(backends: &str, extra: &str) -> Gateway {

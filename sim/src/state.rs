@@ -49,6 +49,8 @@ pub struct LastRequest {
     pub prompt_wav_sha256: Option<String>,
     /// Bytes of the whole request body as received.
     pub body_len: usize,
+    /// The `X-Request-Id` header the request carried, if any.
+    pub request_id: Option<String>,
 }
 
 /// A prompt WAV as received, with its digest.
@@ -74,7 +76,17 @@ impl LastRequest {
             prompt_wav_len: 0,
             prompt_wav_sha256: None,
             body_len,
+            request_id: None,
         }
+    }
+
+    /// Notes the request's `X-Request-Id`.
+    pub fn with_request_id(mut self, headers: &axum::http::HeaderMap) -> Self {
+        self.request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self
     }
 
     pub fn with_prompt(mut self, prompt: Option<&Prompt>) -> Self {

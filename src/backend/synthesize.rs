@@ -138,6 +138,7 @@ impl PoolSet {
                 Err(e) => return Err(queue_error(pool, e)),
             };
             progress.queued(Arc::new(ticket.position_probe()));
+            let queued_at = Instant::now();
             let slot = match ticket.slot_until(deadline).await {
                 Ok(slot) => slot,
                 Err(QueueError::Timeout { .. }) if Instant::now() >= deadline => {
@@ -146,8 +147,15 @@ impl PoolSet {
                 }
                 Err(e) => return Err(queue_error(pool, e)),
             };
+            let waited = queued_at.elapsed();
+            metrics::QUEUE_WAIT
+                .with_label_values(&[&pool.name])
+                .observe(waited.as_secs_f64() * 1000.0);
+            progress.waited(waited);
             progress.running();
             let addr = slot.addr();
+            progress.attempt(addr);
+            let sent_at = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);
             let outcome = attempt::send(
@@ -162,6 +170,9 @@ impl PoolSet {
             .and_then(|(status, body)| protocol::decode(conf, status, body));
             let e = match outcome {
                 Ok(wav) => {
+                    metrics::BACKEND_DURATION
+                        .with_label_values(&[&pool.name])
+                        .observe(sent_at.elapsed().as_secs_f64() * 1000.0);
                     slot.succeeded();
                     held.blame();
                     return Ok(Synthesis {

@@ -59,6 +59,8 @@ impl Reservation {
         if !budget.take(bytes) {
             return Err(busy(budget.max));
         }
+        crate::metrics::BODIES_IN_FLIGHT.inc();
+        crate::metrics::BODY_BYTES_IN_FLIGHT.add(bytes as i64);
         Ok(Self {
             budget: budget.clone(),
             bytes,
@@ -72,6 +74,7 @@ impl Reservation {
             if !self.budget.take(more) {
                 return Err(busy(self.budget.max));
             }
+            crate::metrics::BODY_BYTES_IN_FLIGHT.add(more as i64);
             self.bytes += more;
         }
         Ok(())
@@ -81,6 +84,8 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        crate::metrics::BODIES_IN_FLIGHT.dec();
+        crate::metrics::BODY_BYTES_IN_FLIGHT.sub(self.bytes as i64);
     }
 }
 

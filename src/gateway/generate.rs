@@ -10,7 +10,7 @@ use crate::admission::Caller;
 use crate::api::{GenerateRequest, RequestLimits};
 use crate::backend::{BackendPool, Prepared};
 use crate::jobs::{self, status_of, JobStatus, Phase, Progress};
-use crate::synth::{PrecomputedKey, Source, SynthRequest, Synthesized};
+use crate::synth::{PrecomputedKey, Source, SynthRequest, Synthesized, Trace, Traced};
 use log::info;
 use parking_lot::Mutex;
 use pingora::proxy::Session;
@@ -58,6 +58,10 @@ impl Gateway {
             })?;
         let caller = self.admission.identify(peer, &session.req_header().headers)?;
         ctx.client = Some(caller.ip);
+        if let Some(id) = &caller.identity {
+            // A configured name, never a client's: the label set stays bounded.
+            ctx.tenant = id.tenant.clone().unwrap_or_else(|| id.name.clone());
+        }
         Ok(caller)
     }
 
@@ -72,6 +76,7 @@ impl Gateway {
         let may_use = caller.identity.as_deref().map(|id| move |p: &str| id.may_use(p));
         let may_use = may_use.as_ref().map(|f| f as &dyn Fn(&str) -> bool);
         let pool = self.pools.pool(pool_name.as_deref(), may_use)?.clone();
+        ctx.pool = pool.name.clone();
         self.admission.authorize(&caller, &pool.name)?;
         ctx.budget = self.admission.take_token(&caller).await?;
         if !header_is_json(session) {
@@ -89,6 +94,7 @@ impl Gateway {
             &self.bodies,
         )
         .await?;
+        ctx.bytes_in = raw.len() as u64;
         let limits = RequestLimits {
             max_text_chars: self.limits.max_text_chars,
             max_prompt_seconds: self.limits.max_prompt_seconds,
@@ -118,10 +124,20 @@ impl Gateway {
             self.jobs.check_quota(&caller.owner())?; // over it, nothing starts
         }
         // The body's bytes stay reserved while the task holds the request (also as a job).
-        let (synthesizer, reports) = (self.synthesizer.clone(), progress.clone());
+        let trace = Arc::new(Trace::default());
+        ctx.trace = Some(trace.clone());
+        let reports = Arc::new(Traced {
+            progress: progress.clone(),
+            trace,
+        });
+        let (synthesizer, cell, pool_name) = (self.synthesizer.clone(), progress.clone(), pool.name.clone());
         let mut task = tokio::spawn(async move {
             let _held = held;
-            jobs::track(reports.clone(), synthesizer.synthesize(request, reports)).await
+            let result = jobs::track(cell, synthesizer.synthesize(request, reports)).await;
+            if let Ok(answer) = &result {
+                count_audio(&pool_name, answer);
+            }
+            result
         });
         let mut guard = AbortUnlessJob(Some(task.abort_handle()));
         if !respond_async {
@@ -249,6 +265,7 @@ impl Gateway {
         if let Some(key) = answer.key {
             headers.push(("X-Cache-Key", key.hex()));
         }
+        ctx.audio_seconds = audio_seconds(&answer.wav);
         headers.extend(ctx.budget.iter().cloned());
         self.write(session, ctx, 200, "audio/wav", &headers, answer.wav)
             .await;
@@ -276,6 +293,25 @@ impl Gateway {
         headers.extend(ctx.budget.iter().cloned());
         self.write_json(session, ctx, status, &headers, body).await;
     }
+}
+
+/// Seconds of audio in a WAV answer (0 for one that cannot be read, which never leaves a backend).
+fn audio_seconds(wav: &[u8]) -> f64 {
+    crate::api::wav::parse_wav(wav).map_or(0.0, |info| info.duration_secs())
+}
+
+/// Counts an answer's audio in `cosygate_audio_seconds_total` once, when it is produced (a 202
+/// job's result is not counted again when fetched).
+fn count_audio(pool: &str, answer: &Synthesized) {
+    let source = match answer.source {
+        Source::Backend(_) => "backend",
+        Source::Fallback => "fallback",
+        // Cached, or joined to another request's synthesis: GPU time saved either way.
+        Source::Tier(_) | Source::InFlight => "cache",
+    };
+    crate::metrics::AUDIO_SECONDS
+        .with_label_values(&[pool, source])
+        .inc_by(audio_seconds(&answer.wav));
 }
 
 fn header_is_json(session: &Session) -> bool {

@@ -6,6 +6,7 @@
 //! must be read and validated before a backend is chosen, and a body read there is gone for
 //! Pingora's own proxy phase beyond its 64 KiB retry buffer (README, "Architecture").
 
+mod access_log;
 mod api_error;
 mod body;
 mod body_budget;
@@ -15,6 +16,7 @@ mod errors;
 mod generate;
 mod respond;
 
+pub use access_log::TARGET as ACCESS_LOG_TARGET;
 pub use api_error::ApiError;
 pub use conn_guard::{check_header_limits, ConnectionGuard, PendingHeaders};
 
@@ -23,7 +25,7 @@ use crate::backend::PoolSet;
 use crate::cache::Cache;
 use crate::config::LimitsConf;
 use crate::jobs::Jobs;
-use crate::synth::Synthesizer;
+use crate::synth::{Synthesizer, Trace};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
@@ -50,6 +52,34 @@ pub struct RequestCtx {
     budget: Vec<(&'static str, String)>,
     /// A refusal found in `early_request_filter`, answered first thing in `request_filter`.
     early_error: Option<ApiError>,
+    /// The tenant label (`anonymous` until a token says otherwise), for the access log.
+    tenant: String,
+    /// The pool chosen, for the access log and `cosygate_requests_total`.
+    pool: String,
+    /// Attempts, backend and queue wait of the synthesis, when one ran for this request.
+    trace: Option<Arc<Trace>>,
+    /// Request-body bytes read, answer-body bytes written, seconds of audio answered.
+    bytes_in: u64,
+    bytes_out: u64,
+    audio_seconds: f64,
+    /// Counts the request in `cosygate_concurrent_requests` while it lives.
+    _concurrent: Concurrent,
+}
+
+/// One request in `cosygate_concurrent_requests`, from its headers to its access-log line.
+struct Concurrent;
+
+impl Concurrent {
+    fn new() -> Self {
+        crate::metrics::CONCURRENT_REQUESTS.inc();
+        Concurrent
+    }
+}
+
+impl Drop for Concurrent {
+    fn drop(&mut self) {
+        crate::metrics::CONCURRENT_REQUESTS.dec();
+    }
 }
 
 /// The gateway service.
@@ -129,6 +159,7 @@ impl Gateway {
         body: Bytes,
     ) {
         ctx.status = status;
+        ctx.bytes_out = body.len() as u64;
         if let Err(e) = respond::send(session, status, content_type, headers, &ctx.request_id, body).await {
             info!(
                 "request {}: client went away while answering: {e}",
@@ -152,11 +183,12 @@ impl Gateway {
             );
         }
         err.headers.extend(ctx.budget.iter().cloned());
-        if let Err(e) = respond::send_error(session, &err, &ctx.request_id).await {
-            info!(
+        match respond::send_error(session, &err, &ctx.request_id).await {
+            Ok(len) => ctx.bytes_out = len as u64,
+            Err(e) => info!(
                 "request {}: client went away while answering: {e}",
                 ctx.request_id
-            );
+            ),
         }
     }
 }
@@ -170,12 +202,19 @@ impl ProxyHttp for Gateway {
             request_id: format!("{:032x}", rand::random::<u128>()),
             started: Instant::now(),
             status: 0,
-            cache: "-",
+            cache: "",
             tier: "",
             client: None,
-            code: "-",
+            code: "",
             budget: Vec::new(),
             early_error: None,
+            tenant: "anonymous".to_string(),
+            pool: String::new(),
+            trace: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            audio_seconds: 0.0,
+            _concurrent: Concurrent::new(),
         }
     }
 
@@ -184,6 +223,10 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             self.pending_headers.headers_received(*client);
+        }
+        let asked = session.req_header().headers.get("x-request-id");
+        if let Some(id) = asked.and_then(|v| access_log::client_request_id(v.as_bytes())) {
+            ctx.request_id = id;
         }
         if let Err(err) = check_header_limits(session.req_header(), &self.limits) {
             ctx.early_error = Some(err);
@@ -237,27 +280,36 @@ impl ProxyHttp for Gateway {
         )
     }
 
-    /// Runs last for every request: one access-log line.
+    /// Runs last for every request, also one that failed or was cut: one access-log line
+    /// and the request's metrics.
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
-        let peer = session.client_addr().map(|a| a.to_string()).unwrap_or_default();
-        let client = match ctx.client {
-            Some(ip) if !peer.starts_with(&ip.to_string()) => format!("{ip} via {peer}"),
-            _ => peer,
-        };
         let req = session.req_header();
-        info!(
-            "{} {} {} {} {} {} {}ms cache={}{}{}",
-            ctx.request_id,
-            client,
-            req.method,
-            req.uri.path(),
-            ctx.status,
-            ctx.code,
-            ctx.started.elapsed().as_millis(),
-            ctx.cache,
-            if ctx.tier.is_empty() { "" } else { "/" },
-            ctx.tier
-        );
+        let trace = ctx.trace.as_deref();
+        access_log::AccessRecord {
+            time: access_log::now_rfc3339(),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client,
+            peer: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+            tenant: &ctx.tenant,
+            method: req.method.as_str(),
+            route: access_log::route(req.uri.path()),
+            status: ctx.status,
+            error: ctx.code,
+            cache: ctx.cache,
+            cache_tier: ctx.tier,
+            pool: &ctx.pool,
+            backend: trace
+                .and_then(Trace::backend)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            attempts: trace.map_or(0, Trace::attempts),
+            queue_wait_ms: trace.map_or(0, |t| t.queue_wait().as_millis() as u64),
+            total_ms: ctx.started.elapsed().as_millis() as u64,
+            audio_seconds: ctx.audio_seconds,
+            bytes_in: ctx.bytes_in,
+            bytes_out: ctx.bytes_out,
+        }
+        .emit();
     }
 }
 

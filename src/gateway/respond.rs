@@ -32,19 +32,23 @@ pub async fn send(
 }
 
 /// Writes an error in the contract's JSON shape, closing the connection when the error says so.
-pub async fn send_error(session: &mut Session, err: &ApiError, request_id: &str) -> pingora::Result<()> {
+/// Returns the body's length.
+pub async fn send_error(session: &mut Session, err: &ApiError, request_id: &str) -> pingora::Result<usize> {
     if err.close {
         session.set_keepalive(None);
     }
     let mut headers = vec![("Cache-Control", "no-store".to_string())];
     headers.extend(err.headers.iter().cloned());
+    let body = Bytes::from(err.to_json(request_id));
+    let len = body.len();
     send(
         session,
         err.status,
         "application/json",
         &headers,
         request_id,
-        Bytes::from(err.to_json(request_id)),
+        body,
     )
-    .await
+    .await?;
+    Ok(len)
 }

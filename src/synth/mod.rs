@@ -6,12 +6,16 @@
 //! - `stack.rs`: the [`Synthesizer`], layers around the backends: the cache with single flight
 //!   (or its bypass) around the pool's deadline, retries and fallback (`backend/`), all
 //!   reporting progress through [`Report`] so a 202 job can tell where it is.
+//! - `trace.rs`: a [`Report`] that also keeps attempts, backend and queue wait for the access
+//!   log.
 
 mod error;
 mod stack;
+mod trace;
 
 pub use error::{Refusal, SynthError};
 pub use stack::{PrecomputedKey, SynthRequest, Synthesizer};
+pub use trace::{Trace, Traced};
 
 use crate::cache::CacheKey;
 use bytes::Bytes;
@@ -64,4 +68,8 @@ pub trait Report: Send + Sync {
     fn queued(&self, position: Position);
     /// Holding a slot: the backend is synthesizing.
     fn running(&self);
+    /// An attempt is being sent to `backend`.
+    fn attempt(&self, _backend: SocketAddr) {}
+    /// An attempt waited `wait` for its slot (zero when one was free).
+    fn waited(&self, _wait: Duration) {}
 }

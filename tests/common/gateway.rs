@@ -131,6 +131,13 @@ impl Gateway {
         s
     }
 
+    /// Kills the gateway with SIGKILL (what `Child::kill` sends on Unix) and reaps it: no
+    /// shutdown and no flushing, as a crash or the OOM killer would leave things.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("cosygate.yaml")
     }

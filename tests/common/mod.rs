@@ -2,4 +2,5 @@
 pub mod gateway;
 pub mod http;
 pub mod redis;
+pub mod scripted_sim;
 pub mod sim;

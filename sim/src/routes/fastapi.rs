@@ -68,6 +68,7 @@ pub async fn inference(state: Arc<SimState>, route: &'static FastApiRoute, req: 
         Err(resp) => return resp,
     };
     let body_len = body.len();
+    let headers = parts.headers.clone();
     let form = form::read_form(parts, body).await;
 
     let prompt = match &form {
@@ -77,7 +78,9 @@ pub async fn inference(state: Arc<SimState>, route: &'static FastApiRoute, req: 
         },
         _ => None,
     };
-    let mut last = LastRequest::new(route.path, &method, body_len).with_prompt(prompt.as_ref());
+    let mut last = LastRequest::new(route.path, &method, body_len)
+        .with_prompt(prompt.as_ref())
+        .with_request_id(&headers);
     if let Ok(f) = &form {
         last.fields = f.text_fields();
     }

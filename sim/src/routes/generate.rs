@@ -75,7 +75,9 @@ pub async fn generate(State(state): State<Arc<SimState>>, req: Request) -> Respo
         PromptAudio::Decoded(p) => Some(p),
         _ => None,
     };
-    let mut last = LastRequest::new("/generate", parts.method.as_str(), body.len()).with_prompt(decoded);
+    let mut last = LastRequest::new("/generate", parts.method.as_str(), body.len())
+        .with_prompt(decoded)
+        .with_request_id(&parts.headers);
     if let Some(obj) = &parsed {
         last.fields = obj
             .iter()

@@ -1,0 +1,61 @@
+//! Tests of config loading (`load.rs`): a minimal file parsing with its defaults, errors
+//! carrying their line, and `${VAR}` substitution.
+
+use super::*;
+
+const GOOD: &str = "threads: 2\ncosygate:\n  listen:\n    - addr: 127.0.0.1:8080\n  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      backends:\n        - addr: 127.0.0.1:50000\n";
+
+fn parse_err(text: &str) -> ConfigError {
+    parse("t.yaml", text).expect_err("should fail")
+}
+
+#[test]
+fn a_minimal_file_parses_with_defaults() {
+    let (server, g) = parse("t.yaml", GOOD).expect("parses");
+    assert_eq!(server.threads, 2);
+    assert_eq!(server.grace_period_seconds, Some(1));
+    assert_eq!(g.limits.max_text_chars, 200);
+    let pool = &g.pools.0["cosyvoice"];
+    assert_eq!(pool.sample_rate, 24000);
+    assert_eq!(pool.health_path(), "/docs");
+    assert_eq!(pool.timeout.0, std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn errors_carry_the_line() {
+    let e = parse_err(&GOOD.replace(
+        "protocol: cosyvoice_fastapi",
+        "protocol: cosyvoice_fastapi\n      colour: blue",
+    ));
+    assert_eq!(e.line, Some(8), "{e}");
+    assert!(e.message.contains("unknown field `colour`"), "{e}");
+    let e = parse_err(&GOOD.replace(
+        "protocol: cosyvoice_fastapi",
+        "protocol: cosyvoice_fastapi\n      timeout: 30 parsecs",
+    ));
+    assert_eq!(e.line, Some(8), "{e}");
+    let e = parse_err(&GOOD.replace(
+        "      backends:\n        - addr: 127.0.0.1:50000\n",
+        "      backends: []\n",
+    ));
+    assert_eq!(e.line, Some(7), "{e}");
+    assert!(
+        e.message.contains("cosygate.pools.cosyvoice: an empty list"),
+        "{e}"
+    );
+    let e = parse_err(&GOOD.replace("threads: 2", "threads: many"));
+    assert_eq!(e.line, Some(1), "{e}");
+}
+
+#[test]
+fn env_substitution() {
+    let env = |n: &str| (n == "TOKEN").then(|| "s3cret".to_string());
+    assert_eq!(substitute_env("a: ${TOKEN}\n", env), Ok("a: s3cret\n".into()));
+    assert_eq!(
+        substitute_env("# ${UNSET}\nb: 1\n", env),
+        Ok("# ${UNSET}\nb: 1\n".into())
+    );
+    let (line, msg) = substitute_env("a: 1\nb: ${UNSET}\n", env).expect_err("unset");
+    assert_eq!(line, 2);
+    assert!(msg.contains("UNSET"));
+}
