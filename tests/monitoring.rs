@@ -8,9 +8,10 @@
 //! - The dashboard is importable (its datasource variable, panels, unique ids) and every query
 //!   in it parses as PromQL (`promtool check rules` on a rules file made of them).
 //! - Every metric named by an alert or a dashboard query is one the gateway really exports: the
-//!   real gateway, with its admin listener, serves some traffic (hits, misses, refusals, a
-//!   failing backend, an unreachable Redis, a restart that fails), and its `GET /metrics` must
-//!   show each name.
+//!   real gateway, with its admin listener, serves some traffic (hits, misses, refusals, a 429,
+//!   two backends cutting the same request, a retry refused by a spent budget, an unreachable
+//!   Redis, a restart command that fails), and its `GET /metrics` must show each name (labelled
+//!   series exist only once something counted them).
 
 mod common;
 
@@ -491,25 +492,29 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported() {
     assert!(wanted.contains_key("cosygate_request_duration_milliseconds_bucket"));
     assert!(wanted.contains_key("cosygate_pool_backends_healthy"));
 
-    // Two sims, one of which fails its next requests (errors and retries); a backend nobody
-    // listens on, restarted by a command that fails; a Redis nobody listens on, for the rate
-    // limit and the cache (Redis errors); a small rate limit (429s).
-    let good = Sim::start(&["--rtf", "0.01", "--first-chunk-ms", "5"]);
-    let flaky = Sim::start(&["--rtf", "0.01", "--first-chunk-ms", "5"]);
-    flaky.fault("error500", 2).await;
+    // Two sims in the default pool, whose retry budget allows one retry an hour; a second pool
+    // with a backend nobody listens on, restarted by a command that fails; a Redis nobody
+    // listens on, for the rate limit and the cache (Redis errors); a small rate limit (429s).
+    let fast = ["--rtf", "0.01", "--first-chunk-ms", "5"];
+    let (one, two) = (Sim::start(&fast), Sim::start(&fast));
     let dead_port = free_port();
     let admin = format!("127.0.0.1:{}", free_port());
     let redis = format!("redis://127.0.0.1:{}/0", free_port());
     let pool = pool_yaml(
         "cosyvoice_fastapi",
-        &[good.addr(), flaky.addr()],
-        "      retry: { attempts: 2, budget_ratio: 1.0 }\n",
+        &[one.addr(), two.addr()],
+        "      retry: { attempts: 2, budget_ratio: 0.0, budget_min: 1, budget_window: 1h }\n",
     );
     let yaml = format!(
         "  admin: {{ addr: {admin} }}\n\
          \x20 rate_limit:\n    per_ip: {{ capacity: 12, refill: 1, per: 1h }}\n    store: redis\n    redis: {{ url: \"{redis}\", timeout: 50ms }}\n\
          \x20 cache:\n    ttl: 1h\n    memory: {{ max: 16MiB }}\n    redis: {{ url: \"{redis}\", timeout: 50ms }}\n\
+         \x20 default_pool: cosyvoice\n\
          {pool}\
+         \x20   spare:\n\
+         \x20     protocol: cosyvoice_fastapi\n\
+         \x20     health: {{ interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1 }}\n\
+         \x20     backends:\n\
          \x20       - addr: 127.0.0.1:{dead_port}\n\
          \x20         restart: {{ command: [\"false\"], after_failures: 1, cooldown: 200ms, timeout: 5s }}\n"
     );
@@ -545,6 +550,15 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported() {
         );
     }
     assert_eq!(generate(&gw, "Metrics, take 0.").await, 200, "a cache hit");
+    // Both backends cut the same request at the same byte: the request's fault, after the one
+    // retry the budget allows.
+    one.fault("truncate", 1).await;
+    two.fault("truncate", 1).await;
+    assert_eq!(generate(&gw, "Metrics, cut twice.").await, 502, "{}", gw.log());
+    // Then a failure that is not retried: the budget is spent.
+    one.fault("error500", 1).await;
+    two.fault("error500", 1).await;
+    assert_eq!(generate(&gw, "Metrics, no retry.").await, 502, "{}", gw.log());
     let mut limited = false;
     for _ in 0..20 {
         if generate(&gw, "Metrics, take 1.").await == 429 {
