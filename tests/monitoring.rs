@@ -77,6 +77,37 @@ fn alert_rules_unit_tests_pass() {
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
+/// Every alert of alerts.yml has, in alerts_test.yml, a case where it fires and one where it
+/// does not.
+#[test]
+fn every_alert_is_unit_tested_firing_and_not_firing() {
+    let tests: serde_yaml::Value = serde_yaml::from_str(&read(ALERT_TESTS)).expect("alerts_test.yml is YAML");
+    let mut cases: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for test in tests["tests"].as_sequence().expect("tests") {
+        for case in test["alert_rule_test"].as_sequence().into_iter().flatten() {
+            let name = case["alertname"].as_str().expect("alertname");
+            let fires = case["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty());
+            let entry = cases.entry(name.to_string()).or_default();
+            if fires {
+                entry.0 = true;
+            } else {
+                entry.1 = true;
+            }
+        }
+    }
+    let rules: serde_yaml::Value = serde_yaml::from_str(&read(ALERTS)).expect("alerts.yml is YAML");
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("an alert");
+            assert_eq!(
+                cases.get(name),
+                Some(&(true, true)),
+                "{name}: {ALERT_TESTS} needs a case where it fires and one where it does not"
+            );
+        }
+    }
+}
+
 #[test]
 fn alertmanager_config_passes_amtool() {
     let out = run_tool(
