@@ -164,8 +164,11 @@ impl Cache {
         let this = self.clone();
         let work = async move { this.fill(key, params, synthesize).await };
         let (result, led) = self.flights.run(key, work).await;
+        // A failed synthesis was a lookup too (a miss), so hits / lookups is the share answered
+        // without a synthesis of their own.
+        let hit = result.as_ref().is_ok_and(|(_, fresh)| !led || !fresh);
+        update_ratio(hit);
         let (mut answer, fresh) = result?;
-        update_ratio(!led || !fresh);
         if !(led && fresh) {
             answer.source = Source::InFlight;
         }
