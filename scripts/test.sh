@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/ensure-packages.sh
-ensure_packages cmake=cmake cc=build-essential curl=curl redis-server=redis-server espeak-ng=espeak-ng
+ensure_packages cmake=cmake cc=build-essential curl=curl redis-server=redis-server espeak-ng=espeak-ng chromium=chromium
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked

@@ -301,8 +301,8 @@ impl Cache {
     /// Empties every tier.
     /// (tier, entries, WAV bytes) of the tiers whose size this instance can see: memory, and
     /// disk when configured (the Redis tier is shared and not counted here).
-    pub fn tier_sizes(&self) -> Vec<(&'static str, u64, u64)> {
-        let (entries, bytes) = self.memory.size();
+    pub async fn tier_sizes(&self) -> Vec<(&'static str, u64, u64)> {
+        let (entries, bytes) = self.memory.size().await;
         let mut sizes = vec![("memory", entries, bytes)];
         if let Some(disk) = &self.disk {
             let (entries, bytes) = disk.size();
