@@ -46,6 +46,10 @@ cosygate is running on http://127.0.0.1:8080 with two simulated backends (logs i
 Try more:
   curl -sS -o again.wav -H 'Content-Type: application/json' --data-binary @$log/request.json http://127.0.0.1:8080/generate
   curl -sS http://127.0.0.1:8080/health
+Operate it (the admin listener):
+  open http://127.0.0.1:9090/ in a browser (the status page)
+  curl -sS http://127.0.0.1:9090/metrics
+  curl -sS http://127.0.0.1:9090/admin/backends
 Stop everything:
   kill \$(cat $log/*.pid)
 EOT

@@ -143,7 +143,7 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_string();
         match (path.as_str(), &method) {
             ("/metrics", &Method::GET) => {
-                self.view.refresh_gauges();
+                self.view.refresh_gauges().await;
                 answer(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -151,7 +151,7 @@ impl ServeHttp for AdminApp {
                 )
             }
             ("/admin/backends", &Method::GET) => json(200, &self.view.backends()),
-            ("/admin/status", &Method::GET) => json(200, &self.view.status()),
+            ("/admin/status", &Method::GET) => json(200, &self.view.status().await),
             ("/admin/cache/purge", &Method::POST) => self.purge(session).await,
             ("/", &Method::GET) => answer(200, "text/html; charset=utf-8", STATUS_PAGE.as_bytes().to_vec()),
             ("/metrics" | "/admin/backends" | "/admin/status" | "/", _) => {

@@ -110,16 +110,20 @@ impl StateView {
             .collect()
     }
 
-    pub fn tiers(&self) -> Vec<TierRow> {
-        self.cache
-            .iter()
-            .flat_map(|c| c.tier_sizes())
+    pub async fn tiers(&self) -> Vec<TierRow> {
+        let Some(cache) = &self.cache else {
+            return Vec::new();
+        };
+        cache
+            .tier_sizes()
+            .await
+            .into_iter()
             .map(|(tier, entries, bytes)| TierRow { tier, entries, bytes })
             .collect()
     }
 
     /// Everything the status page shows, in one document.
-    pub fn status(&self) -> serde_json::Value {
+    pub async fn status(&self) -> serde_json::Value {
         metrics::refresh_hit_ratio();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -132,7 +136,7 @@ impl StateView {
                 "hit_ratio": metrics::CACHE_HIT_RATIO.get(),
                 "hits": metrics::CACHE_HITS.get(),
                 "lookups": metrics::CACHE_LOOKUPS.get(),
-                "tiers": self.tiers(),
+                "tiers": self.tiers().await,
             },
             "rate_limited": metrics::RATE_LIMITED.get(),
             "fallback": self.pools.has_fallback(),
@@ -141,7 +145,7 @@ impl StateView {
 
     /// Sets the gauges of live state (queues, backends, breakers, cache sizes, the hit ratio's
     /// window) from the schedulers and the cache; runs before each `/metrics` encoding.
-    pub fn refresh_gauges(&self) {
+    pub async fn refresh_gauges(&self) {
         for pool in self.pools.pools() {
             let name = pool.name.as_str();
             metrics::QUEUE_DEPTH
@@ -178,7 +182,7 @@ impl StateView {
                 .with_label_values(&[name])
                 .set(healthy);
         }
-        for t in self.tiers() {
+        for t in self.tiers().await {
             metrics::CACHE_ENTRIES
                 .with_label_values(&[t.tier])
                 .set(t.entries as i64);

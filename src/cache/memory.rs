@@ -39,9 +39,10 @@ impl MemoryTier {
         self.cache.insert(*key, entry.clone()).await;
     }
 
-    /// (entries, WAV bytes) held now; moka's counts, which catch up with recent writes within
-    /// its housekeeping interval.
-    pub fn size(&self) -> (u64, u64) {
+    /// (entries, WAV bytes) held now, after moka's pending housekeeping (its counts lag writes
+    /// until then).
+    pub async fn size(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
         (self.cache.entry_count(), self.cache.weighted_size())
     }
 

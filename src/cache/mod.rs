@@ -164,8 +164,11 @@ impl Cache {
         let this = self.clone();
         let work = async move { this.fill(key, params, synthesize).await };
         let (result, led) = self.flights.run(key, work).await;
+        // A failed synthesis was a lookup too (a miss), so hits / lookups is the share answered
+        // without a synthesis of their own.
+        let hit = result.as_ref().is_ok_and(|(_, fresh)| !led || !fresh);
+        update_ratio(hit);
         let (mut answer, fresh) = result?;
-        update_ratio(!led || !fresh);
         if !(led && fresh) {
             answer.source = Source::InFlight;
         }
@@ -298,8 +301,8 @@ impl Cache {
     /// Empties every tier.
     /// (tier, entries, WAV bytes) of the tiers whose size this instance can see: memory, and
     /// disk when configured (the Redis tier is shared and not counted here).
-    pub fn tier_sizes(&self) -> Vec<(&'static str, u64, u64)> {
-        let (entries, bytes) = self.memory.size();
+    pub async fn tier_sizes(&self) -> Vec<(&'static str, u64, u64)> {
+        let (entries, bytes) = self.memory.size().await;
         let mut sizes = vec![("memory", entries, bytes)];
         if let Some(disk) = &self.disk {
             let (entries, bytes) = disk.size();
