@@ -7,6 +7,7 @@ pub mod api;
 pub mod backend;
 pub mod cache;
 pub mod config;
+pub mod drain;
 pub mod gateway;
 pub mod jobs;
 pub mod metrics;

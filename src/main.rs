@@ -8,6 +8,7 @@ use cosygate::admission::Admission;
 use cosygate::backend::PoolSet;
 use cosygate::cache::Cache;
 use cosygate::config::{self, Config};
+use cosygate::drain::{self, InFlight};
 use cosygate::gateway::{ConnectionGuard, Gateway, PendingHeaders, ACCESS_LOG_TARGET};
 use cosygate::jobs::Jobs;
 use cosygate::metrics;
@@ -136,13 +137,16 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         service.add_tcp(&admin.addr.to_string());
         server.add_service(service);
     }
+    let jobs = Arc::new(Jobs::new(&conf.jobs));
+    let in_flight = InFlight::new(jobs.clone(), cache.clone());
     let gateway = Gateway::new(
         admission,
         cache,
         pools,
-        Arc::new(Jobs::new(&conf.jobs)),
+        jobs,
         conf.limits.clone(),
         pending_headers.clone(),
+        in_flight.clone(),
     );
     // What `http_proxy_service_with_name` builds (`http_proxy` runs `handle_init_modules`), with
     // the connection guard (per-IP cap, header deadline) between the listeners and the proxy.
@@ -182,5 +186,8 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
     for health in health_services {
         server.add_service(health);
     }
+    // SIGTERM and SIGQUIT: finish what is in flight, then exit (see `drain`).
+    let grace = Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(0));
+    drain::watch(server.watch_execution_phase(), in_flight, grace);
     server.run_forever()
 }

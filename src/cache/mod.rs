@@ -299,6 +299,11 @@ impl Cache {
     }
 
     /// Empties every tier.
+    /// Stores running behind their answers (the drain waits for them).
+    pub fn stores_in_flight(&self) -> usize {
+        self.storing.lock().len()
+    }
+
     /// (tier, entries, WAV bytes) of the tiers whose size this instance can see: memory, and
     /// disk when configured (the Redis tier is shared and not counted here).
     pub async fn tier_sizes(&self) -> Vec<(&'static str, u64, u64)> {

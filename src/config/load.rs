@@ -80,15 +80,16 @@ pub fn parse(file: &str, text: &str) -> Result<(ServerConf, GatewayConf), Config
         line: line_of_key(text, key),
         message: mask_url_secrets(&message),
     })?;
-    apply_server_defaults(text, &mut server);
+    apply_server_defaults(text, &mut server, &gateway);
     Ok((server, gateway))
 }
 
-/// Pingora sleeps `grace_period_seconds` (default 300 s) on every shutdown signal; an edge
-/// gateway should not stall five minutes on SIGTERM, so unset values get short defaults.
-fn apply_server_defaults(text: &str, server: &mut ServerConf) {
+/// `grace_period_seconds` is the drain deadline of a shutdown or upgrade (see `drain`): unset,
+/// it is the slowest request any pool allows, so no synthesis is cut; the drain ends as soon as
+/// nothing is in flight, so an idle gateway still exits at once.
+fn apply_server_defaults(text: &str, server: &mut ServerConf, gateway: &GatewayConf) {
     if line_of_key(text, "grace_period_seconds").is_none() {
-        server.grace_period_seconds = Some(1);
+        server.grace_period_seconds = Some(gateway.slowest_request().as_secs_f64().ceil() as u64);
     }
     if line_of_key(text, "graceful_shutdown_timeout_seconds").is_none() {
         server.graceful_shutdown_timeout_seconds = Some(10);

@@ -13,7 +13,14 @@ fn parse_err(text: &str) -> ConfigError {
 fn a_minimal_file_parses_with_defaults() {
     let (server, g) = parse("t.yaml", GOOD).expect("parses");
     assert_eq!(server.threads, 2);
-    assert_eq!(server.grace_period_seconds, Some(1));
+    // The drain deadline: the queue's 30 s, then the pool's deadline (30 s + 120 s), then 5 s.
+    assert_eq!(server.grace_period_seconds, Some(185));
+    let (server, _) = parse(
+        "t.yaml",
+        &GOOD.replace("threads: 2", "threads: 2\ngrace_period_seconds: 7"),
+    )
+    .expect("parses");
+    assert_eq!(server.grace_period_seconds, Some(7));
     assert_eq!(g.limits.max_text_chars, 200);
     let pool = &g.pools.0["cosyvoice"];
     assert_eq!(pool.sample_rate, 24000);

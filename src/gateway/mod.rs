@@ -24,6 +24,7 @@ use crate::admission::Admission;
 use crate::backend::PoolSet;
 use crate::cache::Cache;
 use crate::config::LimitsConf;
+use crate::drain::{InFlight, RequestInFlight};
 use crate::jobs::Jobs;
 use crate::synth::{Synthesizer, Trace};
 use async_trait::async_trait;
@@ -62,24 +63,9 @@ pub struct RequestCtx {
     bytes_in: u64,
     bytes_out: u64,
     audio_seconds: f64,
-    /// Counts the request in `cosygate_concurrent_requests` while it lives.
-    _concurrent: Concurrent,
-}
-
-/// One request in `cosygate_concurrent_requests`, from its headers to its access-log line.
-struct Concurrent;
-
-impl Concurrent {
-    fn new() -> Self {
-        crate::metrics::CONCURRENT_REQUESTS.inc();
-        Concurrent
-    }
-}
-
-impl Drop for Concurrent {
-    fn drop(&mut self) {
-        crate::metrics::CONCURRENT_REQUESTS.dec();
-    }
+    /// Counts the request as in flight (the drain, `cosygate_concurrent_requests`) while it
+    /// lives.
+    _in_flight: RequestInFlight,
 }
 
 /// The gateway service.
@@ -98,6 +84,8 @@ pub struct Gateway {
     /// Bounds the large-input work (JSON, base64, WAV checks, hashing of bodies over 1 MiB)
     /// run off the worker threads at once.
     heavy: Arc<tokio::sync::Semaphore>,
+    /// Work in flight, which a shutdown waits for.
+    in_flight: Arc<InFlight>,
 }
 
 impl Gateway {
@@ -108,6 +96,7 @@ impl Gateway {
         jobs: Arc<Jobs>,
         limits: LimitsConf,
         pending_headers: Arc<PendingHeaders>,
+        in_flight: Arc<InFlight>,
     ) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
@@ -120,6 +109,7 @@ impl Gateway {
             limits,
             pending_headers,
             heavy: Arc::new(tokio::sync::Semaphore::new(threads)),
+            in_flight,
         }
     }
 
@@ -214,7 +204,7 @@ impl ProxyHttp for Gateway {
             bytes_in: 0,
             bytes_out: 0,
             audio_seconds: 0.0,
-            _concurrent: Concurrent::new(),
+            _in_flight: self.in_flight.request(),
         }
     }
 

@@ -57,6 +57,23 @@ pub struct GatewayConf {
     pub default_pool: Option<String>,
 }
 
+impl GatewayConf {
+    /// The longest any request may take: its pool's queue wait and deadline, then the fallback
+    /// voice, plus a little for writing the answer and its cache entry. The default drain
+    /// deadline (`grace_period_seconds`).
+    pub fn slowest_request(&self) -> Duration {
+        let pools = self
+            .pools
+            .0
+            .values()
+            .map(|p| p.queue.max_wait.0 + p.request_deadline())
+            .max()
+            .unwrap_or_default();
+        let fallback = self.fallback.as_ref().map_or(Duration::ZERO, |f| f.timeout.0);
+        pools + fallback + Duration::from_secs(5)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConf {
