@@ -18,7 +18,12 @@ pub fn announce(conf: &ServerConf) -> Result<(), String> {
     let pid = std::process::id();
     if !conf.daemon {
         write_atomically(&conf.pid_file, &format!("{pid}\n"))
-            .map_err(|e| format!("cannot write pid_file {}: {e}", conf.pid_file))?;
+            .map_err(|e| {
+                format!(
+                    "cannot write pid_file {}: {e}; set pid_file (top level of the YAML) to a path the gateway may write, e.g. /run/cosygate/cosygate.pid under systemd",
+                    conf.pid_file
+                )
+            })?;
     }
     if let Some(socket) = std::env::var_os("NOTIFY_SOCKET") {
         if let Err(e) = notify_systemd(&socket, &format!("MAINPID={pid}\n")) {
@@ -54,4 +59,44 @@ fn notify_systemd(socket: &std::ffi::OsStr, message: &str) -> std::io::Result<()
     let sock = UnixDatagram::unbound()?;
     sock.send_to_addr(message.as_bytes(), &addr)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_file_is_replaced_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cosygate.pid");
+        let path = path.to_str().expect("utf-8 path");
+        write_atomically(path, "1\n").expect("first write");
+        write_atomically(path, "22\n").expect("second write");
+        assert_eq!(std::fs::read_to_string(path).expect("read"), "22\n");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn systemd_gets_one_datagram_on_a_path_or_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("notify");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        notify_systemd(path.as_os_str(), "MAINPID=42\n").expect("send");
+        let mut buf = [0u8; 64];
+        let n = server.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"MAINPID=42\n");
+
+        let name = format!("cosygate-test-{}", rand::random::<u64>());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+        let server = UnixDatagram::bind_addr(&addr).expect("bind abstract");
+        notify_systemd(std::ffi::OsStr::new(&format!("@{name}")), "MAINPID=7\n").expect("send");
+        let n = server.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"MAINPID=7\n");
+    }
 }
