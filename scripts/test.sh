@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 . scripts/ensure-packages.sh
 ensure_packages cmake=cmake cc=build-essential curl=curl redis-server=redis-server espeak-ng=espeak-ng \
-  chromium=chromium promtool=prometheus amtool=prometheus-alertmanager
+  chromium=chromium promtool=prometheus amtool=prometheus-alertmanager openssl=openssl \
+  systemd-analyze=systemd
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked

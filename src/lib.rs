@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod metrics;
 pub mod periodic;
+pub mod pid_file;
 pub mod redis_link;
 pub mod redis_lock;
 pub mod schedule;

@@ -95,6 +95,8 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
     } = config;
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
+    // The sockets are ours now (after a `-u` upgrade too): say which process serves.
+    cosygate::pid_file::announce(&server.configuration)?;
 
     let (pools, health_services) = PoolSet::new(&conf)?;
     let admission = Arc::new(Admission::new(&conf)?);

@@ -185,3 +185,93 @@ fn a_fallback_command_that_could_read_the_text_as_an_option_is_refused() {
         assert_eq!(code, 0, "{command}: {out}");
     }
 }
+
+/// `cosygate -t` loads every TLS listener's certificate and key as the listener will: a good
+/// pair passes with the usual line; a missing file, a file that is not PEM, and a key from
+/// another pair are refused at the listener's line, naming the file and what to do.
+#[test]
+fn tls_certificate_and_key_are_checked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = common::tls::make_pair(&dir.path().join("a"));
+    let (_, other_key) = common::tls::make_pair(&dir.path().join("b"));
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "this is not a certificate\n").expect("write");
+    let broken = dir.path().join("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let missing = dir.path().join("missing.pem");
+    let with = |c: &std::path::Path, k: &std::path::Path| {
+        GOOD.replace(
+            "    - addr: 127.0.0.1:18080\n",
+            &format!(
+                "    - addr: 127.0.0.1:18080\n    - addr: 127.0.0.1:18443\n      tls: {{ cert: {}, key: {} }}\n",
+                c.display(),
+                k.display()
+            ),
+        )
+    };
+
+    let (code, out) = check_config(&with(&cert, &key));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("cosygate: the configuration file cosygate.yaml is valid"),
+        "{out}"
+    );
+
+    let (c, k, g, b, m) = (
+        cert.display(),
+        key.display(),
+        garbage.display(),
+        broken.display(),
+        missing.display(),
+    );
+    for (what, yaml, expected) in [
+        (
+            "a missing certificate",
+            with(&missing, &key),
+            format!("cosygate.yaml:5: listen 127.0.0.1:18443: cannot read the TLS certificate {m}: No such file"),
+        ),
+        (
+            "a missing key",
+            with(&cert, &missing),
+            format!("cosygate.yaml:5: listen 127.0.0.1:18443: cannot read the TLS key {m}"),
+        ),
+        (
+            "a certificate file without PEM",
+            with(&garbage, &key),
+            format!("cosygate.yaml:5: listen 127.0.0.1:18443: the certificate file {g} holds no PEM certificate"),
+        ),
+        (
+            "a certificate that is not DER inside",
+            with(&broken, &key),
+            format!("cosygate.yaml:5: listen 127.0.0.1:18443: the certificate file {b} is not valid PEM"),
+        ),
+        (
+            "a key file without PEM",
+            with(&cert, &garbage),
+            format!("cosygate.yaml:5: listen 127.0.0.1:18443: the key file {g} holds no PEM private key"),
+        ),
+        (
+            "the certificate given as the key",
+            with(&cert, &cert),
+            format!("the key file {c} holds no PEM private key"),
+        ),
+        (
+            "a key from another pair",
+            with(&cert, &other_key),
+            format!(
+                "cosygate.yaml:5: listen 127.0.0.1:18443: the key {} does not match the certificate {c}; make a new pair with scripts/make-cert.sh",
+                other_key.display()
+            ),
+        ),
+    ] {
+        let (code, out) = check_config(&yaml);
+        assert_ne!(code, 0, "{what}: {out}");
+        assert!(out.contains(&expected), "{what}: expected {expected:?} in {out}");
+        assert!(!out.contains("is valid"), "{what}: {out}");
+    }
+    let _ = k;
+}

@@ -53,11 +53,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .map_err(|e| err(None, format!("cannot read the configuration file: {e}")))?;
     let text =
         substitute_env(&raw, |name| std::env::var(name).ok()).map_err(|(line, m)| err(Some(line), m))?;
-    parse(&file, &text).map(|(server, gateway)| Config {
+    let (server, gateway) = parse(&file, &text)?;
+    check_tls_files(&text, &gateway).map_err(|(line, m)| err(line, m))?;
+    Ok(Config {
         path: path.to_path_buf(),
         server,
         gateway,
     })
+}
+
+/// Every TLS listener's certificate and key must load and belong together (see `tls_check`);
+/// the error points at the listener's `addr:` line. Not part of [`parse`]: it reads files.
+fn check_tls_files(text: &str, gateway: &GatewayConf) -> Result<(), (Option<usize>, String)> {
+    for listen in &gateway.listen.0 {
+        let Some(tls) = &listen.tls else { continue };
+        super::tls_check::check_pair(&tls.cert, &tls.key).map_err(|m| {
+            let addr = listen.addr.to_string();
+            let line = text
+                .lines()
+                .position(|l| {
+                    let t = l.trim_start().trim_start_matches("- ").trim_start();
+                    !t.starts_with('#') && t.starts_with("addr:") && t.contains(&addr)
+                })
+                .map(|i| i + 1)
+                .or_else(|| line_of_key(text, "listen"));
+            (line, format!("listen {addr}: {m}"))
+        })?;
+    }
+    Ok(())
 }
 
 /// Parses already-substituted text; `file` is only used in errors.

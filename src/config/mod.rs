@@ -7,8 +7,10 @@
 
 mod load;
 pub mod schema;
+mod tls_check;
 pub mod units;
 
 pub use load::{load, parse, substitute_env, Config, ConfigError};
 pub use schema::*;
+pub use tls_check::check_pair as check_tls_pair;
 pub use units::{ByteSize, ConfDuration};

@@ -4,3 +4,4 @@ pub mod http;
 pub mod redis;
 pub mod scripted_sim;
 pub mod sim;
+pub mod tls;
