@@ -10,7 +10,7 @@ use cosygate::cache::Cache;
 use cosygate::config::{self, Config};
 use cosygate::drain::{self, InFlight};
 use cosygate::gateway::{ConnectionGuard, Gateway, PendingHeaders, ACCESS_LOG_TARGET};
-use cosygate::jobs::Jobs;
+use cosygate::jobs::{JobRecords, Jobs};
 use cosygate::metrics;
 use cosygate::periodic::Periodic;
 use cosygate::supervisor::Supervisor;
@@ -139,7 +139,15 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         service.add_tcp(&admin.addr.to_string());
         server.add_service(service);
     }
-    let jobs = Arc::new(Jobs::new(&conf.jobs));
+    let records = match JobRecords::new(&conf)? {
+        Some((records, writer)) => {
+            // Jobs outlive this process (graceful upgrades): see `jobs::records`.
+            server.add_service(background_service("job records", writer));
+            Some(records)
+        }
+        None => None,
+    };
+    let jobs = Arc::new(Jobs::new(&conf.jobs).with_records(records));
     let in_flight = InFlight::new(jobs.clone(), cache.clone());
     let gateway = Gateway::new(
         admission,

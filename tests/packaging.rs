@@ -110,7 +110,8 @@ fn the_unit_keeps_what_the_readme_promises() {
         .expect("TimeoutStopSec")
         .parse()
         .expect("TimeoutStopSec in seconds");
-    assert!(stop > 30, "TimeoutStopSec={stop} leaves no time to drain");
+    // The default drain deadline with default pools is 185 s, then 10 s for the runtimes.
+    assert!(stop > 195, "TimeoutStopSec={stop} leaves no time to drain");
 }
 
 #[test]

@@ -8,75 +8,21 @@
 mod common;
 
 use common::gateway::{free_port, pool_yaml};
+use common::process::{alive, health_ok, read_pid, reload, text, wait_until, Processes};
 use common::sim::Sim;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FAST: &[&str] = &["--rtf", "0.01", "--first-chunk-ms", "5"];
-
-/// Kills, at the end (or on a panic), the first gateway and whatever process the pid file names
-/// then: the reload's new process is not our child.
-struct Processes {
-    first: Child,
-    pid_file: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        if let Some(pid) = read_pid(&self.pid_file) {
-            if pid != self.first.id() {
-                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            }
-        }
-        let _ = self.first.kill();
-        let _ = self.first.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- cosygate log ---\n{log}");
-        }
-    }
-}
-
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
 
 fn config(dir: &Path, port: u16, sim: SocketAddr, max_text_chars: usize, tls: &str) -> String {
     format!(
         "threads: 1\npid_file: {d}/cosygate.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\ncosygate:\n  listen:\n    - addr: 127.0.0.1:{port}\n{tls}  limits: {{ max_text_chars: {max_text_chars} }}\n{}",
         pool_yaml("cosyvoice_fastapi", &[sim], ""),
         d = dir.display()
-    )
-}
-
-fn reload(conf: &Path) -> Output {
-    Command::new("scripts/reload.sh")
-        .arg("-c")
-        .arg(conf)
-        .arg("--bin")
-        .arg(env!("CARGO_BIN_EXE_cosygate"))
-        .arg("--timeout")
-        .arg("30")
-        .output()
-        .expect("run scripts/reload.sh")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     )
 }
 
@@ -90,26 +36,6 @@ async fn generate(port: u16, chars: usize) -> u16 {
         .expect("the gateway answers")
         .status()
         .as_u16()
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn health_ok(port: u16) -> bool {
-    reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/health"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
 }
 
 #[tokio::test]

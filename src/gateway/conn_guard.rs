@@ -94,10 +94,13 @@ where
         None
     }
 
-    /// Runs once when the service stops listening: lets Pingora end its idle keep-alive waits.
-    async fn cleanup(&self) {
-        self.app.http_cleanup().await;
-    }
+    /// Runs once when the service stops listening. Deliberately does not pass Pingora's
+    /// `http_cleanup` on: that drops every idle keep-alive connection at once, and with it any
+    /// request already on the wire toward one (the client sees a reset). Here an idle
+    /// connection stays open through the drain; a request on it is served with
+    /// `Connection: close` (Pingora does that once shutdown is set), and the process's exit
+    /// closes the connections still idle then (see `drain`).
+    async fn cleanup(&self) {}
 }
 
 impl<A> ConnectionGuard<A>
@@ -201,7 +204,7 @@ where
         while let Some(reused) = Box::pin(self.serve_one(stream, settings, peer, deadline, shutdown)).await {
             (stream, settings) = reused.consume();
             deadline = Instant::now() + self.header_timeout;
-            if !next_request_arrives(&mut stream, deadline, shutdown).await {
+            if !next_request_arrives(&mut stream, deadline).await {
                 debug!(
                     "{peer}: keep-alive connection idle for {:?}; closing",
                     self.header_timeout
@@ -251,19 +254,14 @@ where
 }
 
 /// Waits on an idle keep-alive connection until the next request's first byte is there (true),
-/// or the client closes, `deadline` passes or the server shuts down (false). Holds nothing but
-/// the stream meanwhile. A TLS stream cannot be peeked: it returns true at once, and the next
-/// session waits for the request as Pingora's own loop does.
-async fn next_request_arrives(stream: &mut Stream, deadline: Instant, shutdown: &ShutdownWatch) -> bool {
-    let mut stopping = shutdown.clone();
-    if *stopping.borrow() {
-        return false;
-    }
+/// or the client closes or `deadline` passes (false); also during a shutdown's drain (see
+/// `cleanup`). Holds nothing but the stream meanwhile. A TLS stream cannot be peeked: it
+/// returns true at once, and the next session waits for the request as Pingora's own loop does.
+async fn next_request_arrives(stream: &mut Stream, deadline: Instant) -> bool {
     let mut byte = [0u8; 1];
     tokio::select! {
         peeked = stream.try_peek(&mut byte) => peeked.is_ok(),
         () = tokio::time::sleep_until(deadline) => false,
-        _ = stopping.wait_for(|stop| *stop) => false,
     }
 }
 

@@ -224,7 +224,7 @@ impl Gateway {
                 "no such job (unknown, expired, or not yours); results are kept for a limited time",
             )
         };
-        let status = self.jobs.get(id, &caller.owner()).ok_or_else(not_found)?;
+        let status = self.jobs.find(id, &caller.owner()).await.ok_or_else(not_found)?;
         match status {
             JobStatus::Done(Ok(answer)) => {
                 self.send_answer(session, ctx, answer).await;
@@ -232,7 +232,11 @@ impl Gateway {
             }
             JobStatus::Done(Err(e)) => Err(e.into()),
             JobStatus::Queued { .. } | JobStatus::Running => {
-                let progress = self.jobs.progress(id).ok_or_else(not_found)?;
+                // A job of another process (recorded before an upgrade) is running there.
+                let progress = self
+                    .jobs
+                    .progress(id)
+                    .unwrap_or_else(|| Arc::new(Mutex::new(Phase::Running)));
                 self.send_job_status(session, ctx, 202, id, &progress).await;
                 Ok(())
             }

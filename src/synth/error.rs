@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 /// Why a validated request got no audio.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SynthError {
     /// The pool's queue is full; it drains in about `retry_after`.
     #[error("pool {pool}: queue full (drains in {:.1} s)", retry_after.as_secs_f64())]

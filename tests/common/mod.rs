@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 pub mod gateway;
 pub mod http;
+pub mod process;
 pub mod redis;
 pub mod scripted_sim;
 pub mod sim;

@@ -10,6 +10,13 @@
 //! `jobs.keep` after they finished. Every job is watched by a small task that learns when its
 //! synthesis ends, so expiry and eviction are queues in finish order (which is expiry order,
 //! `keep` being fixed): amortised O(1) per job, no sweep over the store.
+//!
+//! With a disk or Redis cache tier, every job is also recorded where other processes can read
+//! it (`records.rs`), so a job survives the graceful upgrade of the process that runs it.
+
+mod records;
+
+pub use records::{JobRecords, RecordWriter};
 
 use crate::config::JobsConf;
 use crate::synth::{Position, Report, SynthError, Synthesized};
@@ -47,7 +54,7 @@ pub enum JobError {
 }
 
 /// Why a finished request has no audio for its poller.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum JobFailed {
     #[error(transparent)]
     Synth(#[from] SynthError),
@@ -118,6 +125,8 @@ struct Store {
 
 pub struct Jobs {
     store: Mutex<Store>,
+    /// Where other processes read this one's jobs (None: memory only).
+    records: Option<Arc<JobRecords>>,
     keep: Duration,
     max: usize,
     max_bytes: usize,
@@ -161,11 +170,18 @@ impl Jobs {
     pub fn new(conf: &JobsConf) -> Self {
         Self {
             store: Mutex::new(Store::default()),
+            records: None,
             keep: conf.keep.0,
             max: conf.max.max(1),
             max_bytes: usize::try_from(conf.max_bytes.0).unwrap_or(usize::MAX),
             per_caller: conf.max_unfinished_per_caller.max(1),
         }
+    }
+
+    /// Records every job in `records` too, for other processes.
+    pub fn with_records(mut self, records: Option<Arc<JobRecords>>) -> Self {
+        self.records = records;
+        self
     }
 
     /// Registers `task` (the request's synthesis, already running) as a job of `owner`, and
@@ -202,6 +218,9 @@ impl Jobs {
             *store.unfinished.entry(quota).or_default() += 1;
             id
         };
+        if let Some(records) = &self.records {
+            records.created(&id, owner);
+        }
         let jobs = Arc::clone(self);
         let watched = id.clone();
         tokio::spawn(async move {
@@ -216,6 +235,15 @@ impl Jobs {
     pub fn check_quota(&self, owner: &str) -> Result<(), JobError> {
         let store = self.store.lock();
         self.quota_left(&store, &quota_key(owner))
+    }
+
+    /// Like [`get`](Self::get), and when this process does not know the job, as another
+    /// process recorded it (a job started before a graceful upgrade).
+    pub async fn find(&self, id: &str, owner: &str) -> Option<JobStatus> {
+        if let Some(status) = self.get(id, owner) {
+            return Some(status);
+        }
+        self.records.as_ref()?.load(id, owner).await
     }
 
     fn quota_left(&self, store: &Store, quota: &str) -> Result<(), JobError> {
@@ -243,7 +271,7 @@ impl Jobs {
 
     /// Job records being written to the shared store (the drain waits for them).
     pub fn records_in_flight(&self) -> usize {
-        0
+        self.records.as_ref().map_or(0, |r| r.writes_in_flight())
     }
 
     /// How many jobs are held, how many are unfinished, and the bytes their results take.
@@ -272,6 +300,11 @@ impl Jobs {
                 _ => JOB_OVERHEAD,
             }
         };
+        if let Some(records) = &self.records {
+            if let Phase::Done(result) = &*job.progress.lock() {
+                records.finished(id, &job.owner, result);
+            }
+        }
         let holds_wav = bytes > JOB_OVERHEAD;
         let expires = now + self.keep;
         job.expires = Some(expires);
@@ -289,8 +322,13 @@ impl Jobs {
             }
         }
         while store.bytes > self.max_bytes {
-            if !store.drop_oldest_result(self.keep) {
-                break;
+            match store.drop_oldest_result(self.keep) {
+                Some(dropped) => {
+                    if let Some(records) = &self.records {
+                        records.removed(&dropped);
+                    }
+                }
+                None => break,
             }
         }
     }
@@ -333,8 +371,9 @@ impl Store {
         }
     }
 
-    /// Replaces the oldest finished result with a tombstone that says so; false if none.
-    fn drop_oldest_result(&mut self, keep: Duration) -> bool {
+    /// Replaces the oldest finished result with a tombstone that says so; the job's id, or
+    /// None if there is none.
+    fn drop_oldest_result(&mut self, keep: Duration) -> Option<String> {
         while let Some(id) = self.results.pop_front() {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue; // expired already
@@ -349,9 +388,9 @@ impl Store {
                 keep,
             }))));
             self.bytes -= freed;
-            return true;
+            return Some(id);
         }
-        false
+        None
     }
 
     fn remove(&mut self, id: &str) {
@@ -362,5 +401,4 @@ impl Store {
 }
 
 #[cfg(test)]
-#[path = "jobs_tests.rs"]
 mod tests;

@@ -1,0 +1,412 @@
+//! A graceful upgrade under load: while a steady mix runs (cache hits, misses, syntheses of
+//! 15 to 30 s, 202 jobs being polled), `scripts/reload.sh` hands the listeners to a new process
+//! with one more backend. Zero requests fail, every job is answered with its audio (the new
+//! process reads the records the old one wrote while it drained), the old process exits only
+//! after its last synthesis, and the new configuration is in force.
+
+mod common;
+
+use common::gateway::free_port;
+use common::process::{alive, health_ok, read_pid, reload, text, wait_until, Processes};
+use common::sim::Sim;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FAST: &[&str] = &["--rtf", "0.01", "--first-chunk-ms", "5"];
+/// 5 s of synthesis per second of audio: the slow texts below take 15 to 30 s.
+const SLOW: &[&str] = &["--rtf", "5", "--first-chunk-ms", "50", "--slots", "16"];
+
+fn config(dir: &Path, port: u16, admin: u16, fast: &[&Sim], slow: &Sim) -> String {
+    let fast_list: String = fast
+        .iter()
+        .map(|s| format!("        - addr: {}\n", s.addr()))
+        .collect();
+    format!(
+        "threads: 2\npid_file: {d}/cosygate.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 90\n\
+         graceful_shutdown_timeout_seconds: 1\ncosygate:\n  listen:\n    - addr: 127.0.0.1:{port}\n\
+         \x20 admin: {{ addr: 127.0.0.1:{admin} }}\n\
+         \x20 cache:\n    memory: {{ max: 64MiB }}\n    disk: {{ path: {d}/cache }}\n\
+         \x20 default_pool: fast\n  pools:\n\
+         \x20   fast:\n      protocol: cosyvoice_fastapi\n      speakers: [中文女]\n\
+         \x20     health: {{ interval: 200ms, timeout: 2s, unhealthy_after: 1, healthy_after: 1 }}\n\
+         \x20     backends:\n{fast_list}\
+         \x20   slow:\n      protocol: cosyvoice_fastapi\n      speakers: [中文女]\n      max_concurrency: 8\n\
+         \x20     timeout: 60s\n      queue: {{ async_after: 60s }}\n\
+         \x20     health: {{ interval: 200ms, timeout: 2s, unhealthy_after: 3, healthy_after: 1 }}\n\
+         \x20     backends:\n        - addr: {slow}\n",
+        d = dir.display(),
+        slow = slow.addr(),
+    )
+}
+
+/// A client that does not keep a connection idle long enough to meet the old process's exit.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_millis(500))
+        .build()
+        .expect("client")
+}
+
+fn body(text: &str) -> Value {
+    json!({"text": text, "mode": "sft", "spk_id": "中文女"})
+}
+
+/// Failures seen by any task, with what they were.
+#[derive(Default)]
+struct Failures(parking_lot::Mutex<Vec<String>>);
+
+impl Failures {
+    fn add(&self, what: String) {
+        self.0.lock().push(what);
+    }
+}
+
+/// Sends `text` to `pool` and checks a complete WAV comes back.
+async fn synthesize(http: &reqwest::Client, port: u16, pool: &str, text: &str, failures: &Failures) {
+    let sent = http
+        .post(format!("http://127.0.0.1:{port}/generate"))
+        .header("X-Cosygate-Pool", pool)
+        .json(&body(text))
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status() == 200 => match r.bytes().await {
+            Ok(wav) if cosygate_wav::parse_wav(&wav).is_ok() => {}
+            Ok(_) => failures.add(format!("{pool} {text:?}: not a WAV")),
+            Err(e) => failures.add(format!("{pool} {text:?}: body cut: {e}")),
+        },
+        Ok(r) => failures.add(format!("{pool} {text:?}: status {}", r.status())),
+        Err(e) => failures.add(format!("{pool} {text:?}: {e}")),
+    }
+}
+
+/// Starts a 202 job on the slow pool and polls it until its audio comes back; its location.
+async fn job(
+    http: reqwest::Client,
+    port: u16,
+    text: String,
+    failures: Arc<Failures>,
+    polls: Arc<AtomicUsize>,
+) -> Option<String> {
+    let started = http
+        .post(format!("http://127.0.0.1:{port}/generate"))
+        .header("X-Cosygate-Pool", "slow")
+        .header("Prefer", "respond-async")
+        .json(&body(&text))
+        .send()
+        .await;
+    let location = match started {
+        Ok(r) if r.status() == 202 => r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        Ok(r) => {
+            failures.add(format!("job {text:?}: status {}", r.status()));
+            return None;
+        }
+        Err(e) => {
+            failures.add(format!("job {text:?}: {e}"));
+            return None;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        polls.fetch_add(1, Ordering::Relaxed);
+        match http
+            .get(format!("http://127.0.0.1:{port}{location}"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 202 => {}
+            Ok(r) if r.status() == 200 => {
+                let wav = r.bytes().await.unwrap_or_default();
+                if cosygate_wav::parse_wav(&wav).is_err() {
+                    failures.add(format!("job {text:?}: not a WAV"));
+                }
+                return Some(location);
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                failures.add(format!("job {text:?}: poll status {status}: {body}"));
+                return None;
+            }
+            Err(e) => {
+                failures.add(format!("job {text:?}: poll: {e}"));
+                return None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    failures.add(format!("job {text:?}: not done within 90 s"));
+    None
+}
+
+async fn requests_of(sim: &Sim) -> u64 {
+    sim.stats().await["requests"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_upgrade_under_load_fails_no_request_and_answers_every_job() {
+    let fast_a = Sim::start(FAST);
+    let fast_b = Sim::start(FAST);
+    let slow = Sim::start(SLOW);
+    let dir = tempfile::tempdir().expect("dir");
+    let (port, admin) = (free_port(), free_port());
+    let conf = dir.path().join("cosygate.yaml");
+    std::fs::write(&conf, config(dir.path(), port, admin, &[&fast_a], &slow)).expect("config");
+    let log = dir.path().join("cosygate.log");
+    let first = Command::new(env!("CARGO_BIN_EXE_cosygate"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start cosygate");
+    let first_pid = first.id();
+    let mut procs = Processes {
+        first,
+        pid_file: dir.path().join("cosygate.pid"),
+        log,
+    };
+    let pid_file = procs.pid_file.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(read_pid(&pid_file) == Some(first_pid) && health_ok(port).await) {
+        assert!(Instant::now() < deadline, "cosygate did not start within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let failures = Arc::new(Failures::default());
+    let (stop, sent, polls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut long = Vec::new();
+    let mut jobs = Vec::new();
+    // Syntheses of 15 to 30 s (the sim's audio grows with the text), and two 202 jobs.
+    for (i, chars) in [50usize, 70, 90].into_iter().enumerate() {
+        let (http, failures) = (client(), failures.clone());
+        let text = format!("{i} {}", "slow words ".repeat(chars / 11));
+        long.push(tokio::spawn(async move {
+            synthesize(&http, port, "slow", &text, &failures).await
+        }));
+    }
+    for i in 0..2 {
+        let text = format!("job {i} {}", "queued words ".repeat(5));
+        jobs.push(tokio::spawn(job(
+            client(),
+            port,
+            text,
+            failures.clone(),
+            polls.clone(),
+        )));
+    }
+    // Hits (one text) and misses (a new text each time) on the fast pool, back to back.
+    let mut loops = Vec::new();
+    for kind in ["hit", "miss"] {
+        let (http, failures, stop, sent) = (client(), failures.clone(), stop.clone(), sent.clone());
+        loops.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let text = if kind == "hit" {
+                    "A cached line.".to_string()
+                } else {
+                    format!("Miss number {n}.")
+                };
+                synthesize(&http, port, "fast", &text, &failures).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    slow.wait_stats(Duration::from_secs(10), "five slow syntheses running", |s| {
+        s["inflight"] == 5
+    })
+    .await;
+
+    // The reload: one more backend in the fast pool.
+    std::fs::write(&conf, config(dir.path(), port, admin, &[&fast_a, &fast_b], &slow)).expect("config");
+    let before = sent.load(Ordering::Relaxed);
+    let out = tokio::task::spawn_blocking(move || reload(&conf))
+        .await
+        .expect("reload task");
+    assert!(out.status.success(), "reload failed: {}", text(&out));
+    let new_pid = read_pid(&pid_file).expect("the new pid");
+    assert_ne!(new_pid, first_pid);
+    assert!(
+        alive(first_pid),
+        "the old process still drains its slow syntheses"
+    );
+    assert!(
+        slow.stats().await["inflight"].as_u64() > Some(0),
+        "they are still running"
+    );
+
+    // The new configuration serves: fast_b gets traffic, the admin plane lists it.
+    let b = &fast_b;
+    let waited = Instant::now() + Duration::from_secs(20);
+    while requests_of(b).await == 0 {
+        assert!(Instant::now() < waited, "the new backend got no request");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows: Value = reqwest::get(format!("http://127.0.0.1:{admin}/admin/backends"))
+        .await
+        .expect("backends")
+        .json()
+        .await
+        .expect("json");
+    assert!(rows
+        .as_array()
+        .is_some_and(|r| r.iter().any(|b| b["addr"] == fast_b.addr().to_string())));
+
+    for task in long {
+        task.await.expect("a long request's task");
+    }
+    let mut locations = Vec::new();
+    for task in jobs {
+        locations.extend(task.await.expect("a job's task"));
+    }
+    let first = &mut procs.first;
+    wait_until(
+        "the old process exits after its drain",
+        Duration::from_secs(30),
+        || first.try_wait().expect("try_wait").is_some(),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in loops {
+        task.await.expect("a loop's task");
+    }
+    // Only the new process is left: it answers both jobs from the old one's records.
+    for location in &locations {
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}{location}"))
+            .send()
+            .await
+            .expect("the new process answers");
+        assert_eq!(r.status(), 200, "{location} from the new process");
+        let wav = r.bytes().await.expect("body");
+        assert!(cosygate_wav::parse_wav(&wav).is_ok());
+    }
+    assert_eq!(locations.len(), 2, "both jobs were answered");
+    let failures = failures.0.lock().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {failures:#?}",
+        failures.len()
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) > before + 20,
+        "the loops kept running across the reload"
+    );
+    assert!(polls.load(Ordering::Relaxed) > 4, "the jobs were polled");
+    assert!(alive(new_pid));
+    let old_log = std::fs::read_to_string(&procs.log).unwrap_or_default();
+    assert!(
+        old_log.contains("drained in"),
+        "the old process drained:\n{old_log}"
+    );
+}
+
+/// Starts a gateway as a plain process on `conf`; waits until it serves.
+async fn start(conf: &Path, dir: &Path, port: u16) -> Processes {
+    let log = dir.join("cosygate.log");
+    let first = Command::new(env!("CARGO_BIN_EXE_cosygate"))
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start cosygate");
+    let procs = Processes {
+        first,
+        pid_file: dir.join("cosygate.pid"),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health_ok(port).await {
+        assert!(Instant::now() < deadline, "cosygate did not start within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    procs
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_synthesis_in_flight_and_an_idle_gateway_exits_at_once() {
+    let slow = Sim::start(&["--rtf", "2", "--first-chunk-ms", "50"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let (port, admin) = (free_port(), free_port());
+    let conf = dir.path().join("cosygate.yaml");
+    std::fs::write(&conf, config(dir.path(), port, admin, &[&slow], &slow)).expect("config");
+
+    // Busy: a synthesis of a few seconds is answered whole although SIGTERM came first.
+    let mut procs = start(&conf, dir.path(), port).await;
+    let failures = Arc::new(Failures::default());
+    let (http, f) = (client(), failures.clone());
+    let request = tokio::spawn(async move {
+        synthesize(
+            &http,
+            port,
+            "fast",
+            "A synthesis that outlives the stop signal.",
+            &f,
+        )
+        .await;
+        Instant::now()
+    });
+    slow.wait_stats(Duration::from_secs(10), "the synthesis running", |s| {
+        s["inflight"] == 1
+    })
+    .await;
+    let pid = procs.first.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let answered = request.await.expect("request task");
+    let first = &mut procs.first;
+    wait_until(
+        "the gateway exits after its drain",
+        Duration::from_secs(30),
+        || first.try_wait().expect("try_wait").is_some(),
+    )
+    .await;
+    let exited = Instant::now();
+    assert!(failures.0.lock().is_empty(), "{:?}", failures.0.lock());
+    assert!(exited >= answered, "it exited after the answer");
+    assert!(
+        exited.duration_since(answered) < Duration::from_secs(2),
+        "and soon after it: {:?}",
+        exited.duration_since(answered)
+    );
+    assert!(!health_ok(port).await, "nothing listens any more");
+
+    // Idle: out within a second of SIGTERM although grace_period_seconds is 90.
+    let mut procs = start(&conf, dir.path(), port).await;
+    let signalled = Instant::now();
+    let pid = procs.first.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let first = &mut procs.first;
+    wait_until("the idle gateway exits", Duration::from_secs(5), || {
+        first.try_wait().expect("try_wait").is_some()
+    })
+    .await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        signalled.elapsed()
+    );
+}
