@@ -266,7 +266,7 @@ median() {
 }
 
 tier_counts() { # memory and disk hits in a gateway's access log
-    echo "$(grep -c 'cache=HIT/memory' "$1" || true) $(grep -c 'cache=HIT/disk' "$1" || true)"
+    echo "$(grep -c '"cache":"HIT","cache_tier":"memory"' "$1" || true) $(grep -c '"cache":"HIT","cache_tier":"disk"' "$1" || true)"
 }
 
 LOAD1=$(cut -d' ' -f1 /proc/loadavg)

@@ -2,7 +2,9 @@
 //! 15 to 30 s, 202 jobs being polled), `scripts/reload.sh` hands the listeners to a new process
 //! with one more backend. Zero requests fail, every job is answered with its audio (the new
 //! process reads the records the old one wrote while it drained), the old process exits only
-//! after its last synthesis, and the new configuration is in force.
+//! after its last synthesis, and the new configuration is in force. Also: SIGTERM finishes a
+//! synthesis in flight and an idle gateway exits at once; two instances sharing Redis answer
+//! for each other's jobs.
 
 mod common;
 
@@ -409,4 +411,60 @@ async fn sigterm_finishes_the_synthesis_in_flight_and_an_idle_gateway_exits_at_o
         "{:?}",
         signalled.elapsed()
     );
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_answer_for_each_others_jobs() {
+    let redis = common::redis::Redis::start();
+    let sim = Sim::start(&["--rtf", "1", "--first-chunk-ms", "20"]);
+    let pools = common::gateway::pool_yaml(
+        "cosyvoice_fastapi",
+        &[sim.addr()],
+        "      queue: { async_after: 60s }\n",
+    );
+    let yaml = format!(
+        "  cache:\n    memory: {{ max: 16MiB }}\n    redis: {{ url: \"{}\" }}\n{pools}",
+        redis.url()
+    );
+    let a = common::gateway::Gateway::start(&yaml);
+    let b = common::gateway::Gateway::start(&yaml);
+    let http = client();
+    let started = http
+        .post(a.url("/generate"))
+        .header("Prefer", "respond-async")
+        .json(&body("A job started on one instance."))
+        .send()
+        .await
+        .expect("a answers");
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    // b has never seen the job: it answers from the record a wrote to Redis.
+    let first = http.get(b.url(&location)).send().await.expect("b answers");
+    assert_eq!(first.status(), 202, "running on a, as b reads it");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let wav = loop {
+        let r = http.get(b.url(&location)).send().await.expect("b answers");
+        if r.status() == 200 {
+            break r.bytes().await.expect("body");
+        }
+        assert_eq!(r.status(), 202);
+        assert!(Instant::now() < deadline, "the job did not finish within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let from_a = http.get(a.url(&location)).send().await.expect("a answers");
+    assert_eq!(from_a.status(), 200);
+    assert_eq!(
+        from_a.bytes().await.expect("body"),
+        wav,
+        "the same audio from both"
+    );
+    // A job nobody started: 404 from b too.
+    let unknown = http
+        .get(b.url("/v1/jobs/0123456789abcdef0123456789abcdef"))
+        .send()
+        .await;
+    assert_eq!(unknown.expect("b answers").status(), 404);
 }

@@ -299,9 +299,10 @@ impl Gateway {
     }
 }
 
-/// Seconds of audio in a WAV answer (0 for one that cannot be read, which never leaves a backend).
+/// Seconds of audio in a WAV answer, from its header (every answer was checked whole when it
+/// left its backend or the cache; 0 for one that cannot be read).
 fn audio_seconds(wav: &[u8]) -> f64 {
-    crate::api::wav::parse_wav(wav).map_or(0.0, |info| info.duration_secs())
+    crate::api::wav::header_info(wav).map_or(0.0, |info| info.duration_secs())
 }
 
 /// Counts an answer's audio in `cosygate_audio_seconds_total` once, when it is produced (a 202

@@ -71,6 +71,20 @@ pub fn pcm16_to_wav(pcm: &[u8], sample_rate: u32) -> Result<Vec<u8>, WavError> {
     Ok(out.into_inner())
 }
 
+/// What a WAV's header says (format, length), without reading its samples: for a WAV this
+/// process made or already checked with [`parse_wav`]. O(header), not O(samples).
+pub fn header_info(bytes: &[u8]) -> Result<WavInfo, WavError> {
+    let reader =
+        hound::WavReader::new(Cursor::new(bytes)).map_err(|e| WavError(format!("invalid WAV: {e}")))?;
+    let spec = reader.spec();
+    Ok(WavInfo {
+        sample_rate: spec.sample_rate,
+        channels: spec.channels,
+        bits_per_sample: spec.bits_per_sample,
+        frames: reader.duration(),
+    })
+}
+
 /// Parses and fully checks a WAV file: the RIFF size matches the byte count, the data chunk
 /// fits, the format is PCM (integer or 32-bit float), and every sample can be read.
 pub fn parse_wav(bytes: &[u8]) -> Result<WavInfo, WavError> {
