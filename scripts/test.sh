@@ -23,6 +23,8 @@ for component in rustfmt clippy; do
   fi
 done
 
+echo "== the tests' Python environment (target/venv)"
+scripts/python-env.sh >/dev/null
 echo "== formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 echo "== lints (cargo clippy, warnings are errors)"

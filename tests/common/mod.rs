@@ -2,6 +2,7 @@
 pub mod gateway;
 pub mod http;
 pub mod process;
+pub mod python;
 pub mod redis;
 pub mod scripted_sim;
 pub mod sim;
