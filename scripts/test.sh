@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/ensure-packages.sh
-ensure_packages cmake=cmake cc=build-essential curl=curl redis-server=redis-server espeak-ng=espeak-ng \
+ensure_packages cmake=cmake cc=build-essential curl=curl redis-server=redis-server espeak-ng=espeak-ng protoc=protobuf-compiler \
   chromium=chromium promtool=prometheus amtool=prometheus-alertmanager openssl=openssl \
   systemd-analyze=systemd
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -23,7 +23,7 @@ const MAX_INFORMATIONAL: usize = 4;
 /// A request ready to send to any backend of a pool (built once by `protocol`, reused for every
 /// attempt). Defined here, with the attempt that sends it, so `protocol` depends on `attempt`
 /// and never the other way round.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UpstreamRequest {
     pub path: &'static str,
     pub content_type: String,
@@ -51,6 +51,9 @@ pub enum AttemptError {
     /// The answer grew past what the request can produce (`max_audio_seconds`); the rest was
     /// not read and the connection was closed.
     TooLarge { limit: usize },
+    /// The pool's settings do not fit its backends (e.g. a decoupled Triton model asked over
+    /// HTTP): the operator must fix the configuration; the message says how.
+    Misconfigured(String),
 }
 
 impl AttemptError {
@@ -65,6 +68,7 @@ impl AttemptError {
             AttemptError::Empty => "empty",
             AttemptError::BadAudio(_) => "bad_audio",
             AttemptError::TooLarge { .. } => "too_large",
+            AttemptError::Misconfigured(_) => "misconfigured",
         }
     }
 
@@ -77,6 +81,9 @@ impl AttemptError {
             AttemptError::Rejected { status, .. } => format!("the backend refused the request ({status})"),
             AttemptError::Truncated { after, .. } => format!("the answer was cut short after {after} bytes"),
             AttemptError::BadAudio(_) => "the answer is not valid audio".into(),
+            AttemptError::Misconfigured(_) => {
+                "the pool is misconfigured for its backends and an operator must fix it (the gateway's log says how)".into()
+            }
             AttemptError::Timeout(_) | AttemptError::Empty | AttemptError::TooLarge { .. } => {
                 self.to_string()
             }
@@ -102,6 +109,7 @@ impl std::fmt::Display for AttemptError {
                 f,
                 "the answer passed {limit} bytes, more audio than the request can produce (max_audio_seconds)"
             ),
+            AttemptError::Misconfigured(m) => write!(f, "configuration error: {m}"),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod pool;
 pub mod precheck;
 pub mod protocol;
 mod synthesize;
+pub mod triton;
 
 use crate::api::GenerateRequest;
 use crate::config::GatewayConf;
@@ -48,6 +49,8 @@ pub struct Prepared {
     pub pool: Arc<BackendPool>,
     pub upstream: UpstreamRequest,
     pub text: String,
+    /// `protocol: triton` pools: the request in Triton's terms (then `upstream` is unused).
+    pub triton: Option<Arc<triton::TritonCall>>,
 }
 
 /// Every pool, the default one, and the shared connection pool to the backends.
@@ -140,6 +143,10 @@ impl PoolSet {
             pool: pool.clone(),
             upstream: protocol::build(&pool.conf, req)?,
             text: req.text.clone(),
+            triton: match pool.conf.protocol {
+                crate::config::Protocol::Triton => Some(Arc::new(triton::build(&pool.conf, req)?)),
+                _ => None,
+            },
         })
     }
 }

@@ -2,12 +2,12 @@
 //! (pingora-load-balancing, run as a Pingora background service), and the pool's scheduler,
 //! which hands out GPU slots only on backends that pass their health check.
 
-use crate::config::PoolConf;
+use crate::config::{PoolConf, Protocol, TritonTransport};
 use crate::schedule::{HealthFn, RetryBudget, Scheduler};
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::http::RequestHeader;
-use pingora::lb::health_check::{HealthObserve, HttpHealthCheck};
+use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::services::background::{background_service, GenBackgroundService};
@@ -86,7 +86,18 @@ impl BackendPool {
     }
 }
 
-fn health_check(pool: &str, conf: &PoolConf) -> Result<Box<HttpHealthCheck>, String> {
+fn health_check(pool: &str, conf: &PoolConf) -> Result<Box<dyn HealthCheck + Send + Sync>, String> {
+    if conf.protocol == Protocol::Triton && conf.transport == TritonTransport::Grpc {
+        return Ok(Box::new(crate::backend::triton::grpc::ModelReadyCheck {
+            model: conf.model_name.clone(),
+            timeout: conf.health.timeout.0,
+            healthy_after: conf.health.healthy_after,
+            unhealthy_after: conf.health.unhealthy_after,
+            observer: Some(Box::new(HealthLog {
+                pool: pool.to_string(),
+            })),
+        }));
+    }
     let mut hc = HttpHealthCheck::new("localhost", false);
     hc.req = RequestHeader::build("GET", conf.health_path().as_bytes(), None)
         .and_then(|mut r| r.insert_header("Host", "localhost").map(|_| r))

@@ -3,7 +3,7 @@
 //! like a broken backend; refusing them here keeps one client from opening every breaker.
 
 use crate::api::{wav, GenerateRequest, Mode};
-use crate::config::{ModelFamily, PoolConf};
+use crate::config::{ModelFamily, PoolConf, Protocol};
 use crate::synth::Refusal;
 
 /// Longest prompt audio CosyVoice 2 and 3 accept, in seconds (their frontend refuses more).
@@ -18,6 +18,9 @@ pub fn check(pool_name: &str, pool: &PoolConf, req: &GenerateRequest) -> Result<
             "nothing_to_speak",
             "`text` has no letter or digit in any script, so the model has nothing to say: send words",
         ));
+    }
+    if req.mode == Mode::Sft && pool.protocol == Protocol::Triton {
+        return Err(super::triton::sft_refusal(pool_name));
     }
     if req.mode == Mode::Sft {
         let spk = req.spk_id.as_deref().unwrap_or("");

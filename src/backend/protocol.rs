@@ -27,6 +27,8 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, 
             body: Bytes::from(req.to_json()),
         }),
         Protocol::CosyvoiceFastapi => build_fastapi(pool.model, req),
+        // Sent by `backend::triton` from `Prepared::triton`; nothing to build here.
+        Protocol::Triton => Ok(UpstreamRequest::default()),
     }
 }
 
@@ -118,6 +120,10 @@ pub fn decode(pool: &PoolConf, status: u16, body: Bytes) -> Result<Bytes, Attemp
             Ok(_) => Ok(body),
             Err(e) => Err(AttemptError::BadAudio(e.to_string())),
         },
+        // Decoded by `backend::triton` (its answers carry tensors, not audio).
+        Protocol::Triton => Err(AttemptError::BadAudio(
+            "a Triton answer is decoded by backend::triton".into(),
+        )),
     }
 }
 

@@ -16,7 +16,7 @@
 //!   open breakers by exhausting the retry budget.
 
 use super::attempt::{self, AttemptError};
-use super::{protocol, BackendPool, PoolSet, Prepared, Synthesis};
+use super::{protocol, triton, BackendPool, PoolSet, Prepared, Synthesis};
 use crate::metrics;
 use crate::schedule::QueueError;
 use crate::synth::{Report, SynthError};
@@ -106,7 +106,12 @@ impl PoolSet {
         request_id: &str,
         progress: &dyn Report,
     ) -> Result<Synthesis, SynthError> {
-        let Prepared { pool, upstream, text } = prepared;
+        let Prepared {
+            pool,
+            upstream,
+            text,
+            triton,
+        } = prepared;
         let conf = &pool.conf;
         let deadline = Instant::now() + conf.request_deadline();
         pool.retry_budget.record_request();
@@ -158,16 +163,19 @@ impl PoolSet {
             let sent_at = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);
-            let outcome = attempt::send(
-                &self.connector,
-                addr,
-                upstream,
-                request_id,
-                limit,
-                conf.max_answer_bytes(),
-            )
-            .await
-            .and_then(|(status, body)| protocol::decode(conf, status, body));
+            let outcome = match triton {
+                Some(call) => triton::attempt(&self.connector, addr, call, conf, request_id, limit).await,
+                None => attempt::send(
+                    &self.connector,
+                    addr,
+                    upstream,
+                    request_id,
+                    limit,
+                    conf.max_answer_bytes(),
+                )
+                .await
+                .and_then(|(status, body)| protocol::decode(conf, status, body)),
+            };
             let e = match outcome {
                 Ok(wav) => {
                     metrics::BACKEND_DURATION
@@ -191,6 +199,13 @@ impl PoolSet {
                     // in the log (above), never in the answer.
                     slot.succeeded();
                     return Err(SynthError::Rejected { status: *status });
+                }
+                AttemptError::Misconfigured(m) => {
+                    // Every backend of the pool would answer the same: not retried, nobody
+                    // blamed; the operator's fix is in the log.
+                    log::error!("pool {}: {m}", pool.name);
+                    slot.succeeded();
+                    return Err(SynthError::BackendFailed { summary: e.summary() });
                 }
                 AttemptError::Timeout(_) if limit < conf.timeout.0 => {
                     // Cut by the request's deadline, not by the pool's timeout: no verdict.

@@ -17,6 +17,21 @@ pub enum Protocol {
     CosyvoiceFastapi,
     /// A server that takes our JSON body and answers `audio/wav` (cosyvoice-sim's `/generate`).
     GenerateJson,
+    /// NVIDIA Triton over KServe v2 (CosyVoice's `runtime/triton_trtllm`): tensors in, an FP32
+    /// waveform out (see `backend::triton`; `transport` and `model_name` apply).
+    Triton,
+}
+
+/// How a `protocol: triton` pool reaches Triton.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TritonTransport {
+    /// `POST /v2/models/{model}/infer` with binary tensors: one whole waveform (the model must
+    /// not be decoupled; Triton answers 501 for a decoupled one).
+    #[default]
+    Http,
+    /// gRPC `ModelStreamInfer`: waveform chunks, then an empty final response (decoupled or not).
+    Grpc,
 }
 
 /// Which CosyVoice generation serves the pool; decides prompt conventions.
@@ -70,7 +85,17 @@ pub struct PoolConf {
     /// Default: `queue.max_wait` + `timeout`.
     #[serde(default)]
     pub deadline: Option<ConfDuration>,
+    /// `protocol: triton`: HTTP (default) or gRPC (a decoupled, streaming model).
+    #[serde(default)]
+    pub transport: TritonTransport,
+    /// `protocol: triton`: the model Triton serves (CosyVoice's runtime names it `cosyvoice3`).
+    #[serde(default = "default_model_name")]
+    pub model_name: String,
     pub backends: NonEmpty<BackendConf>,
+}
+
+fn default_model_name() -> String {
+    "cosyvoice3".into()
 }
 
 fn default_max_audio_seconds() -> f64 {
@@ -195,6 +220,7 @@ impl PoolConf {
             (Some(p), _) => p,
             (None, Protocol::CosyvoiceFastapi) => "/docs",
             (None, Protocol::GenerateJson) => "/health",
+            (None, Protocol::Triton) => "/v2/health/ready",
         }
     }
 
