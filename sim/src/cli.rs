@@ -42,6 +42,34 @@ pub struct Args {
     /// `--model cosyvoice2`.
     #[arg(long, value_delimiter = ',')]
     pub speakers: Option<Vec<String>>,
+
+    /// Which server to imitate: CosyVoice's FastAPI server, or Triton (KServe v2) serving
+    /// CosyVoice's `runtime/triton_trtllm` model.
+    #[arg(long, value_enum, default_value_t = Serve::Fastapi)]
+    pub serve: Serve,
+
+    /// `--serve triton`: the model is decoupled (HTTP `/infer` answers 501; gRPC streams
+    /// chunks, then an empty final response).
+    #[arg(long)]
+    pub decoupled: bool,
+
+    /// `--serve triton`: also serve KServe v2 gRPC on this address (a second stdout line
+    /// announces it: `cosyvoice-sim grpc listening on IP:PORT`).
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// `--serve triton`: the model's name.
+    #[arg(long, default_value = "cosyvoice3")]
+    pub triton_model: String,
+}
+
+/// The server imitated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Serve {
+    /// CosyVoice's `runtime/python/fastapi/server.py` (plus `/generate`).
+    Fastapi,
+    /// Triton + TensorRT-LLM (`runtime/triton_trtllm`), KServe v2 over HTTP (and gRPC).
+    Triton,
 }
 
 /// Behaviour over capacity.

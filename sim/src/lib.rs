@@ -20,6 +20,8 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod synth;
+pub mod triton;
+pub mod triton_grpc;
 
 pub use cli::Args;
 pub use server::main;

@@ -1,7 +1,7 @@
 //! Starting the simulator: logging, the runtime, binding, the one stdout line announcing the
 //! address (`cosyvoice-sim listening on http://IP:PORT`), then serving until killed.
 
-use super::cli::Args;
+use super::cli::{Args, Serve};
 use super::routes::router;
 use super::state::SimState;
 use axum::serve::ListenerExt;
@@ -41,6 +41,9 @@ pub async fn serve(args: Args) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "cosyvoice-sim listening on http://{addr}")?;
         out.flush()?;
+    }
+    if args.serve == Serve::Triton {
+        return crate::triton::serve(args, listener, state).await;
     }
     log::info!(
         "{:?} simulator on {addr}: {} slots, rtf {}, first chunk {} ms, {} Hz, overload {:?}",

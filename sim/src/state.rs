@@ -89,6 +89,23 @@ impl LastRequest {
         self
     }
 
+    /// A Triton request's texts, and its reference wav's sample count, as `fields`.
+    pub fn with_triton(mut self, inputs: &crate::triton::Inputs) -> Self {
+        for (name, v) in [
+            ("reference_text", &inputs.reference_text),
+            ("target_text", &inputs.target_text),
+        ] {
+            if let Some(t) = v {
+                self.fields.insert(name.into(), Value::String(t.clone()));
+            }
+        }
+        self.fields.insert(
+            "reference_wav_samples".into(),
+            Value::from(inputs.reference_wav.len()),
+        );
+        self
+    }
+
     pub fn with_prompt(mut self, prompt: Option<&Prompt>) -> Self {
         if let Some(p) = prompt {
             self.prompt_wav_len = p.bytes.len();

@@ -53,8 +53,8 @@ enum Step {
     Hang,
 }
 
-/// The PCM of `job` and the schedule to produce it in chunks.
-fn produce(state: &SimState, job: &Job) -> (Bytes, Vec<(Bytes, f64)>) {
+/// The PCM of `job` and the schedule to produce it in chunks (also the Triton mode's audio).
+pub(crate) fn produce(state: &SimState, job: &Job) -> (Bytes, Vec<(Bytes, f64)>) {
     let key = AudioKey {
         text: &job.text,
         prompt_sha256: job.prompt_sha256,

@@ -5,6 +5,7 @@ mod control;
 mod fastapi;
 mod generate;
 mod meta;
+pub mod triton;
 
 use super::state::SimState;
 use axum::body::Body;
