@@ -235,6 +235,26 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
         }
     }
     for (name, pool) in &g.pools.0 {
+        if pool.protocol != crate::config::Protocol::Triton
+            && (pool.transport != crate::config::TritonTransport::Http || pool.model_name != "cosyvoice3")
+        {
+            return Err((
+                "transport",
+                format!("pool {name}: transport and model_name apply only to protocol: triton"),
+            ));
+        }
+        if pool.protocol == crate::config::Protocol::Triton
+            && (pool.model_name.is_empty()
+                || !pool
+                    .model_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+        {
+            return Err((
+                "model_name",
+                format!("pool {name}: model_name may only contain letters, digits, '_', '-' and '.'"),
+            ));
+        }
         if !pool.health_path().starts_with('/') {
             return Err(("path", format!("pool {name}: health.path must start with '/'")));
         }

@@ -66,3 +66,23 @@ fn env_substitution() {
     assert_eq!(line, 2);
     assert!(msg.contains("UNSET"));
 }
+
+#[test]
+fn triton_options_belong_to_triton_pools_and_model_names_stay_in_their_path() {
+    let triton = GOOD.replace(
+        "protocol: cosyvoice_fastapi",
+        "protocol: triton\n      transport: grpc",
+    );
+    let (_, g) = parse("t.yaml", &triton).expect("parses");
+    assert_eq!(g.pools.0["cosyvoice"].model_name, "cosyvoice3");
+    let e = parse_err(&GOOD.replace(
+        "protocol: cosyvoice_fastapi",
+        "protocol: cosyvoice_fastapi\n      transport: grpc",
+    ));
+    assert!(e.message.contains("only to protocol: triton"), "{e}");
+    let e = parse_err(&GOOD.replace(
+        "protocol: cosyvoice_fastapi",
+        "protocol: triton\n      model_name: ../x",
+    ));
+    assert!(e.message.contains("model_name may only contain"), "{e}");
+}

@@ -262,7 +262,15 @@ impl Watch {
         let mut good = 0;
         loop {
             tokio::time::sleep(self.interval()).await;
-            if probe::healthy(self.addr, self.pool.conf.health_path(), hc.timeout.0).await {
+            let conf = &self.pool.conf;
+            let healthy = if conf.protocol == crate::config::Protocol::Triton
+                && conf.transport == crate::config::TritonTransport::Grpc
+            {
+                crate::backend::triton::grpc::model_ready(self.addr, &conf.model_name, hc.timeout.0).await
+            } else {
+                probe::healthy(self.addr, conf.health_path(), hc.timeout.0).await
+            };
+            if healthy {
                 good += 1;
                 if good >= need {
                     return Ok(());

@@ -220,19 +220,25 @@ pub struct ModelReadyCheck {
     pub observer: Option<Box<dyn HealthObserve + Send + Sync>>,
 }
 
-impl ModelReadyCheck {
-    async fn ready(&self, addr: SocketAddr) -> Result<bool, String> {
-        let channel = connect(addr, self.timeout).await.map_err(|e| e.to_string())?;
-        let mut client = GrpcInferenceServiceClient::new(channel);
-        let resp = client
-            .model_ready(ModelReadyRequest {
-                name: self.model.clone(),
-                version: String::new(),
-            })
-            .await
-            .map_err(|s| s.to_string())?;
-        Ok(resp.into_inner().ready)
-    }
+/// Whether Triton at `addr` reports `model` ready (gRPC `ModelReady`), within `timeout`: the
+/// health probe of `transport: grpc` pools (also the restart supervisor's).
+pub async fn model_ready(addr: SocketAddr, model: &str, timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, ready(addr, model, timeout))
+        .await
+        .is_ok_and(|r| r == Ok(true))
+}
+
+async fn ready(addr: SocketAddr, model: &str, timeout: Duration) -> Result<bool, String> {
+    let channel = connect(addr, timeout).await.map_err(|e| e.to_string())?;
+    let mut client = GrpcInferenceServiceClient::new(channel);
+    let resp = client
+        .model_ready(ModelReadyRequest {
+            name: model.to_string(),
+            version: String::new(),
+        })
+        .await
+        .map_err(|s| s.to_string())?;
+    Ok(resp.into_inner().ready)
 }
 
 #[async_trait]
@@ -243,7 +249,7 @@ impl HealthCheck for ModelReadyCheck {
             .addr
             .as_inet()
             .ok_or_else(|| fail("not an IP address".into()))?;
-        match tokio::time::timeout(self.timeout, self.ready(addr)).await {
+        match tokio::time::timeout(self.timeout, ready(addr, &self.model, self.timeout)).await {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err(fail(format!("model {} is not ready", self.model))),
             Ok(Err(e)) => Err(fail(e)),
