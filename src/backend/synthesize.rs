@@ -164,7 +164,19 @@ impl PoolSet {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);
             let outcome = match triton {
-                Some(call) => triton::attempt(&self.connector, addr, call, conf, request_id, limit).await,
+                // Boxed: the gRPC exchange's future is large, and inline it would grow every
+                // request's future (debug builds overflowed a worker thread's stack).
+                Some(call) => {
+                    Box::pin(triton::attempt(
+                        &self.connector,
+                        addr,
+                        call,
+                        conf,
+                        request_id,
+                        limit,
+                    ))
+                    .await
+                }
                 None => attempt::send(
                     &self.connector,
                     addr,

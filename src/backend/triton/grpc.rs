@@ -130,7 +130,17 @@ pub async fn stream_infer(
     let mut client = GrpcInferenceServiceClient::new(channel)
         .max_decoding_message_size(cap)
         .max_encoding_message_size(usize::MAX);
-    let mut req = tonic::Request::new(futures_util::stream::iter([request(call, request_id)]));
+    // The request side stays open until the answer is complete, as CosyVoice's client_grpc.py
+    // (tritonclient's start_stream ... stop_stream) keeps it: `requests` is dropped only when
+    // this function returns.
+    let (requests, outbound) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(request(call, request_id))
+        .await
+        .map_err(|_| AttemptError::Connect("the request stream closed".into()))?;
+    let outbound =
+        futures_util::stream::unfold(outbound, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let mut req = tonic::Request::new(outbound);
     if let Ok(v) = request_id.parse() {
         req.metadata_mut().insert("x-request-id", v);
     }
@@ -207,6 +217,7 @@ pub async fn stream_infer(
             break;
         }
     }
+    drop(requests);
     Ok(samples)
 }
 
