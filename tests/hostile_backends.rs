@@ -6,7 +6,7 @@
 mod common;
 
 use common::gateway::{pool_yaml, Gateway};
-use common::sim::Sim;
+use common::sim::{args_for, Sim};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,7 @@ async fn requests(sim: &Sim) -> u64 {
 #[tokio::test]
 async fn a_backend_that_streams_forever_is_cut_off_and_blamed() {
     for protocol in ["cosyvoice_fastapi", "generate_json"] {
-        let sim = Sim::start(FAST);
+        let sim = Sim::start(&args_for(protocol, FAST));
         // 2 s of 24 kHz audio: 96 KB of PCM (+ 4 KiB header slack) per answer at most.
         let gw = Gateway::start(&pool_yaml(
             protocol,
