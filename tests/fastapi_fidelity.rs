@@ -171,8 +171,12 @@ fn fields(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
 /// Sends every case to both servers and compares; the expected client view is checked too,
 /// so that both agreeing on something wrong still fails.
 async fn compare(sim: &Sim, standin: &StandIn, cases: Vec<(&str, Req, Seen)>) {
+    // A fresh connection per request: uvicorn closes one after answering a request whose body
+    // it did not read to the end (the 400 for an oversized part), and a pooled connection
+    // would carry that into the next case.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
+        .pool_max_idle_per_host(0)
         .build()
         .expect("client");
     let mut mismatches = Vec::new();
@@ -181,8 +185,8 @@ async fn compare(sim: &Sim, standin: &StandIn, cases: Vec<(&str, Req, Seen)>) {
             .await
             .unwrap_or_else(|e| panic!("{name}: the sim did not answer: {e}"));
         // uvicorn closes a connection whose request body it did not read to the end (the
-        // 400 for an oversized part): the client may then get a reset before the answer. A
-        // few tries show what it answers when the client reads it.
+        // 400 for an oversized part): a client still sending may get a reset instead of the
+        // answer. A few tries show what it answers when the client reads it.
         let mut tries = 0;
         let from_standin = loop {
             tries += 1;
