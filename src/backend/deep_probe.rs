@@ -107,33 +107,23 @@ impl BackgroundService for DeepProbe {
     }
 }
 
-/// A tiny request every pool can run: `sft` with the pool's first listed speaker, else
-/// zero-shot with a one-second tone as the prompt (and the marker CosyVoice3 needs).
+/// A tiny zero-shot request with a one-second tone as the prompt (and the marker CosyVoice3
+/// needs): a prompt route, because that is where servers break while `/docs` stays green
+/// (upstream `server.py`'s decoded-tensor bug cuts every prompt route, never `sft`).
 fn probe_request(pool: &BackendPool) -> GenerateRequest {
-    let speaker = pool.conf.speakers.as_ref().and_then(|s| s.first().cloned());
-    let base = GenerateRequest {
-        mode: Mode::Sft,
-        text: PROBE_TEXT.to_string(),
-        prompt_audio: None,
-        prompt_text: None,
-        instruct_text: None,
-        spk_id: speaker.clone(),
-        seed: 0,
-        speed: 1.0,
-    };
-    if speaker.is_some() {
-        return base;
-    }
     let prompt_text = match pool.conf.model {
         ModelFamily::Cosyvoice3 => format!("You are a helpful assistant.{END_OF_PROMPT}Hello there."),
         ModelFamily::Cosyvoice2 => "Hello there.".to_string(),
     };
     GenerateRequest {
         mode: Mode::ZeroShot,
+        text: PROBE_TEXT.to_string(),
         prompt_audio: Some(Bytes::from(tone_wav())),
         prompt_text: Some(prompt_text),
+        instruct_text: None,
         spk_id: None,
-        ..base
+        seed: 0,
+        speed: 1.0,
     }
 }
 
