@@ -18,6 +18,14 @@ use std::time::{Duration, Instant};
 
 const FAST: &[&str] = &["--rtf", "0.01", "--first-chunk-ms", "5"];
 const TEXT: &str = "Hello from the Triton runtime, in a cloned voice.";
+/// Three sentences of 65 words, each its own text segment, so a decoupled model streams
+/// several chunks.
+fn long_text() -> String {
+    (1..=3)
+        .map(|i| format!("Sentence {i} {}.", "word ".repeat(63).trim_end()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// A Triton sim with a gRPC port too; returns it and its gRPC address.
 fn triton_sim(decoupled: bool) -> (Sim, SocketAddr) {
@@ -61,10 +69,10 @@ fn triton_gateway(backends: &[SocketAddr], extra: &str) -> Gateway {
 }
 
 /// Runs tests/python/triton_check.py; returns its JSON line and whether it passed.
-fn triton_check(mode: &str, addr: SocketAddr) -> (bool, Value) {
+fn triton_check(mode: &str, addr: SocketAddr, text: &str) -> (bool, Value) {
     let out = Command::new(python())
         .arg(scripts_dir().join("triton_check.py"))
-        .args([mode, &addr.to_string(), "cosyvoice3", TEXT])
+        .args([mode, &addr.to_string(), "cosyvoice3", text])
         .output()
         .expect("run triton_check.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -85,12 +93,12 @@ fn tritonclient_speaks_to_the_simulator_over_http_and_grpc() {
     let expected = cosyvoice_sim::triton::waveform_len(TEXT, 24000) as u64;
     let (sim, grpc) = triton_sim(false);
     for mode in ["http", "json"] {
-        let (ok, v) = triton_check(mode, sim.addr());
+        let (ok, v) = triton_check(mode, sim.addr(), TEXT);
         assert!(ok, "{mode}: {v}");
         assert_eq!(v["shape"], json!([1, expected]), "{mode}: {v}");
         assert_eq!(v["dtype"], "float32");
     }
-    let (ok, v) = triton_check("grpc", grpc);
+    let (ok, v) = triton_check("grpc", grpc, TEXT);
     assert!(ok, "grpc, not decoupled: {v}");
     assert_eq!(
         (v["chunks"].as_u64(), v["samples"].as_u64()),
@@ -98,11 +106,13 @@ fn tritonclient_speaks_to_the_simulator_over_http_and_grpc() {
     );
 
     let (dsim, dgrpc) = triton_sim(true);
-    let (ok, v) = triton_check("grpc", dgrpc);
+    let long_text = long_text();
+    let (ok, v) = triton_check("grpc", dgrpc, &long_text);
     assert!(ok, "grpc, decoupled: {v}");
     assert!(v["chunks"].as_u64() > Some(1), "streamed in chunks: {v}");
-    assert_eq!(v["samples"].as_u64(), Some(expected));
-    let (ok, v) = triton_check("http-decoupled", dsim.addr());
+    let long = cosyvoice_sim::triton::waveform_len(&long_text, 24000) as u64;
+    assert_eq!(v["samples"].as_u64(), Some(long));
+    let (ok, v) = triton_check("http-decoupled", dsim.addr(), TEXT);
     assert!(ok, "HTTP on a decoupled model: {v}");
     assert_eq!(v["status"], "501");
 }

@@ -59,5 +59,5 @@ pub async fn serve(args: Args) -> std::io::Result<()> {
             log::debug!("TCP_NODELAY not set: {e}");
         }
     });
-    axum::serve(listener, router(state)).await
+    axum::serve(listener, router(state, args.json_health)).await
 }

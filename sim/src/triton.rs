@@ -6,9 +6,9 @@
 //! same deterministic voice as the FastAPI mode, as floats), and the settings. HTTP is in
 //! `routes::triton`, gRPC in `triton_grpc`.
 
-use crate::audio::AudioKey;
+use crate::audio::{self, AudioKey};
 use crate::state::SimState;
-use crate::synth::{self, Job};
+use crate::synth::Job;
 use sha2::{Digest, Sha256};
 
 /// The Triton mode's settings.
@@ -113,16 +113,31 @@ fn first_bytes_element(raw: &[u8]) -> Option<String> {
     String::from_utf8(bytes.to_vec()).ok()
 }
 
-/// The waveform of `job` in chunks of float samples, each with its nominal compute seconds.
+/// The waveform of `job` in chunks of float samples, one per text segment (as the FastAPI
+/// mode streams them), each with its nominal compute seconds: `--first-chunk-ms` of start-up
+/// before the first, then `--rtf` × each segment's audio.
 pub fn chunks(state: &SimState, job: &Job) -> Vec<(Vec<f32>, f64)> {
-    let (_, chunks) = synth::produce(state, job);
-    chunks
+    let rate = f64::from(state.sample_rate.max(1));
+    audio::segments(&job.text)
         .into_iter()
-        .map(|(pcm, work)| {
-            let samples = pcm
+        .enumerate()
+        .map(|(i, segment)| {
+            let key = AudioKey {
+                text: segment,
+                prompt_sha256: job.prompt_sha256,
+                seed: job.seed,
+                speed: job.speed,
+            };
+            let samples: Vec<f32> = audio::synthesize(&key, state.sample_rate)
                 .chunks_exact(2)
                 .map(|p| f32::from(i16::from_le_bytes([p[0], p[1]])) / 32768.0)
                 .collect();
+            let start = if i == 0 {
+                state.timing.first_chunk.as_secs_f64()
+            } else {
+                0.0
+            };
+            let work = start + state.timing.rtf * samples.len() as f64 / rate;
             (samples, work)
         })
         .collect()
@@ -130,13 +145,18 @@ pub fn chunks(state: &SimState, job: &Job) -> Vec<(Vec<f32>, f64)> {
 
 /// Number of waveform samples the sim produces for `target_text` (for tests).
 pub fn waveform_len(target_text: &str, sample_rate: u32) -> usize {
-    let key = AudioKey {
-        text: target_text,
-        prompt_sha256: None,
-        seed: 0,
-        speed: 1.0,
-    };
-    crate::audio::frame_count(&key, sample_rate)
+    audio::segments(target_text)
+        .into_iter()
+        .map(|segment| {
+            let key = AudioKey {
+                text: segment,
+                prompt_sha256: None,
+                seed: 0,
+                speed: 1.0,
+            };
+            audio::frame_count(&key, sample_rate)
+        })
+        .sum()
 }
 
 /// Serves the Triton mode: HTTP on `listener` (already announced), gRPC on `--grpc-listen`

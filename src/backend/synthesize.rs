@@ -20,9 +20,11 @@ use super::{protocol, triton, BackendPool, PoolSet, Prepared, Synthesis};
 use crate::metrics;
 use crate::schedule::QueueError;
 use crate::synth::{Report, SynthError};
+use bytes::Bytes;
 use log::{info, warn};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// How a failure that may be the request's fault looked, to compare it across backends.
@@ -106,12 +108,7 @@ impl PoolSet {
         request_id: &str,
         progress: &dyn Report,
     ) -> Result<Synthesis, SynthError> {
-        let Prepared {
-            pool,
-            upstream,
-            text,
-            triton,
-        } = prepared;
+        let Prepared { pool, text, .. } = prepared;
         let conf = &pool.conf;
         let deadline = Instant::now() + conf.request_deadline();
         pool.retry_budget.record_request();
@@ -163,31 +160,7 @@ impl PoolSet {
             let sent_at = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);
-            let outcome = match triton {
-                // Boxed: the gRPC exchange's future is large, and inline it would grow every
-                // request's future (debug builds overflowed a worker thread's stack).
-                Some(call) => {
-                    Box::pin(triton::attempt(
-                        &self.connector,
-                        addr,
-                        call,
-                        conf,
-                        request_id,
-                        limit,
-                    ))
-                    .await
-                }
-                None => attempt::send(
-                    &self.connector,
-                    addr,
-                    upstream,
-                    request_id,
-                    limit,
-                    conf.max_answer_bytes(),
-                )
-                .await
-                .and_then(|(status, body)| protocol::decode(conf, status, body)),
-            };
+            let outcome = self.attempt(prepared, addr, request_id, limit).await;
             let e = match outcome {
                 Ok(wav) => {
                     metrics::BACKEND_DURATION
@@ -270,6 +243,44 @@ impl PoolSet {
             });
         }
         Err(last.unwrap_or_else(|| queue_error(pool, QueueError::NoBackend)))
+    }
+}
+
+impl PoolSet {
+    /// One attempt of a prepared request on the backend `addr` within `limit`: the request in
+    /// the pool's protocol, the answer decoded into a checked WAV. The synthesis above and the
+    /// deep health probe (`deep_probe.rs`) both go through here.
+    pub async fn attempt(
+        &self,
+        prepared: &Prepared,
+        addr: SocketAddr,
+        request_id: &str,
+        limit: Duration,
+    ) -> Result<Bytes, AttemptError> {
+        let conf = &prepared.pool.conf;
+        if let Some(call) = &prepared.triton {
+            // Boxed: the gRPC exchange's future is large, and inline it would grow every
+            // request's future (debug builds overflowed a worker thread's stack).
+            return Box::pin(triton::attempt(
+                &self.connector,
+                addr,
+                call,
+                conf,
+                request_id,
+                limit,
+            ))
+            .await;
+        }
+        attempt::send(
+            &self.connector,
+            addr,
+            &prepared.upstream,
+            request_id,
+            limit,
+            conf.max_answer_bytes(),
+        )
+        .await
+        .and_then(|(status, body)| protocol::decode(conf, status, body))
     }
 }
 
