@@ -259,17 +259,8 @@ impl PoolSet {
     ) -> Result<Bytes, AttemptError> {
         let conf = &prepared.pool.conf;
         if let Some(call) = &prepared.triton {
-            // Boxed: the gRPC exchange's future is large, and inline it would grow every
-            // request's future (debug builds overflowed a worker thread's stack).
-            return Box::pin(triton::attempt(
-                &self.connector,
-                addr,
-                call,
-                conf,
-                request_id,
-                limit,
-            ))
-            .await;
+            // Boxed by `triton::attempt` (its futures are large: see there).
+            return triton::attempt(&self.connector, addr, call, conf, request_id, limit).await;
         }
         attempt::send(
             &self.connector,

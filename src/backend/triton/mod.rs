@@ -21,8 +21,10 @@ use crate::config::{ModelFamily, PoolConf, TritonTransport};
 use crate::synth::Refusal;
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
+use std::future::Future;
 use std::io::Cursor;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 /// The rate of the model's `reference_wav` input.
@@ -171,8 +173,43 @@ pub fn max_answer_bytes(pool: &PoolConf) -> usize {
     ((samples * 4.0).ceil() as usize).saturating_add(ANSWER_SLACK)
 }
 
+/// A boxed future, so that a caller's state machine holds only a pointer to it.
+pub type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// One attempt on one Triton backend, within `deadline`: the pool's WAV, or why not.
-pub async fn attempt(
+///
+/// Returned boxed, and built in plain functions: the transports' futures (tonic's above all)
+/// are large, and a debug build reserves room for a future in the stack frame of whatever
+/// async function creates it, so creating them inline grew every request's poll frames
+/// until a Pingora worker thread's stack overflowed.
+#[inline(never)]
+pub fn attempt<'a>(
+    connector: &'a Connector,
+    addr: SocketAddr,
+    call: &'a TritonCall,
+    pool: &'a PoolConf,
+    request_id: &'a str,
+    deadline: Duration,
+) -> Boxed<'a, Result<Bytes, AttemptError>> {
+    Box::pin(attempt_within(connector, addr, call, pool, request_id, deadline))
+}
+
+/// The transport's exchange, boxed (see [`attempt`]).
+#[inline(never)]
+fn exchange<'a>(
+    connector: &'a Connector,
+    addr: SocketAddr,
+    call: &'a TritonCall,
+    request_id: &'a str,
+    cap: usize,
+) -> Boxed<'a, Result<Vec<f32>, AttemptError>> {
+    match call.transport {
+        TritonTransport::Http => Box::pin(http::infer(connector, addr, call, request_id, cap)),
+        TritonTransport::Grpc => Box::pin(grpc::stream_infer(addr, call, request_id, cap)),
+    }
+}
+
+async fn attempt_within(
     connector: &Connector,
     addr: SocketAddr,
     call: &TritonCall,
@@ -182,12 +219,7 @@ pub async fn attempt(
 ) -> Result<Bytes, AttemptError> {
     let started = std::time::Instant::now();
     let cap = max_answer_bytes(pool);
-    let exchange = async {
-        match call.transport {
-            TritonTransport::Http => http::infer(connector, addr, call, request_id, cap).await,
-            TritonTransport::Grpc => grpc::stream_infer(addr, call, request_id, cap).await,
-        }
-    };
+    let exchange = exchange(connector, addr, call, request_id, cap);
     let samples = match tokio::time::timeout(deadline, exchange).await {
         Ok(result) => result?,
         Err(_) => return Err(AttemptError::Timeout(started.elapsed())),
