@@ -3,6 +3,7 @@
 
 pub mod attempt;
 pub mod fallback;
+pub mod gradio;
 pub mod multipart;
 pub mod pool;
 pub mod precheck;

@@ -5,13 +5,18 @@
 //!   is raw int16 mono PCM with no Content-Type, wrapped here into a WAV at the pool's rate.
 //! - `generate_json`: the validated request as our JSON body to `POST /generate`; the answer must already
 //!   be a complete WAV.
+//! - `gradio`: CosyVoice's WebUI; several exchanges per synthesis, see [`super::gradio`].
 
-use super::attempt::{AttemptError, UpstreamRequest};
+use super::attempt::{self, AttemptError, UpstreamRequest};
+use super::gradio;
 use super::multipart::Form;
 use crate::api::{wav, GenerateRequest, Mode, END_OF_PROMPT};
 use crate::config::{ModelFamily, PoolConf, Protocol};
 use crate::synth::Refusal;
 use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The system prompt CosyVoice3's own examples put in front of the marker.
 const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -27,7 +32,53 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, 
             body: Bytes::from(req.to_json()),
         }),
         Protocol::CosyvoiceFastapi => build_fastapi(pool.model, req),
+        Protocol::Gradio => Ok(build_gradio(pool.model, req)),
     }
+}
+
+/// One attempt on `addr` for `pool`'s protocol, within `deadline`: the checked WAV, or why not.
+pub async fn run(
+    connector: &Connector,
+    pool: &PoolConf,
+    addr: SocketAddr,
+    upstream: &UpstreamRequest,
+    request_id: &str,
+    deadline: Duration,
+) -> Result<Bytes, AttemptError> {
+    let max = pool.max_answer_bytes();
+    match pool.protocol {
+        Protocol::Gradio => gradio::send(connector, addr, upstream, request_id, deadline, max).await,
+        _ => attempt::send(connector, addr, upstream, request_id, deadline, max)
+            .await
+            .and_then(|(status, body)| decode(pool, status, body)),
+    }
+}
+
+/// The WebUI passes its texts to the same `inference_*` calls as the FastAPI server, so they
+/// get the same `<|endofprompt|>` placement (`generate_audio` takes `speed`, unlike FastAPI).
+fn build_gradio(model: ModelFamily, req: &GenerateRequest) -> UpstreamRequest {
+    let v3 = model == ModelFamily::Cosyvoice3;
+    let (tts_text, prompt_text, instruct_text) = match req.mode {
+        Mode::ZeroShot => (
+            req.text.clone(),
+            with_marker(v3, req.prompt_text.as_deref().unwrap_or(""), false),
+            String::new(),
+        ),
+        Mode::Instruct => (
+            req.text.clone(),
+            String::new(),
+            with_marker(v3, req.instruct_text.as_deref().unwrap_or(""), true),
+        ),
+        Mode::CrossLingual | Mode::Sft => (with_marker(v3, &req.text, false), String::new(), String::new()),
+    };
+    gradio::build(
+        req,
+        gradio::Texts {
+            tts_text,
+            prompt_text,
+            instruct_text,
+        },
+    )
 }
 
 fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRequest, Refusal> {
@@ -114,7 +165,7 @@ pub fn decode(pool: &PoolConf, status: u16, body: Bytes) -> Result<Bytes, Attemp
         Protocol::CosyvoiceFastapi => wav::pcm16_to_wav(&body, pool.sample_rate)
             .map(Bytes::from)
             .map_err(|e| AttemptError::BadAudio(e.to_string())),
-        Protocol::GenerateJson => match wav::parse_wav(&body) {
+        Protocol::GenerateJson | Protocol::Gradio => match wav::parse_wav(&body) {
             Ok(_) => Ok(body),
             Err(e) => Err(AttemptError::BadAudio(e.to_string())),
         },

@@ -15,7 +15,7 @@
 //!   failures count there as they always did; otherwise nobody is blamed, so a client cannot
 //!   open breakers by exhausting the retry budget.
 
-use super::attempt::{self, AttemptError};
+use super::attempt::AttemptError;
 use super::{protocol, BackendPool, PoolSet, Prepared, Synthesis};
 use crate::metrics;
 use crate::schedule::QueueError;
@@ -158,16 +158,7 @@ impl PoolSet {
             let sent_at = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);
-            let outcome = attempt::send(
-                &self.connector,
-                addr,
-                upstream,
-                request_id,
-                limit,
-                conf.max_answer_bytes(),
-            )
-            .await
-            .and_then(|(status, body)| protocol::decode(conf, status, body));
+            let outcome = protocol::run(&self.connector, conf, addr, upstream, request_id, limit).await;
             let e = match outcome {
                 Ok(wav) => {
                     metrics::BACKEND_DURATION
