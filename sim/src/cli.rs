@@ -42,6 +42,20 @@ pub struct Args {
     /// `--model cosyvoice2`.
     #[arg(long, value_delimiter = ',')]
     pub speakers: Option<Vec<String>>,
+
+    /// Which server to imitate: CosyVoice's FastAPI server (with `/generate`), or its Gradio
+    /// WebUI (`webui.py`: `/config`, `/gradio_api/...`).
+    #[arg(long, value_enum, default_value_t = Serve::Fastapi)]
+    pub serve: Serve,
+}
+
+/// The HTTP API served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Serve {
+    /// `runtime/python/fastapi/server.py`'s routes and the JSON `/generate`.
+    Fastapi,
+    /// `webui.py` (Gradio 5.4): upload, `/call/generate_audio`, event streams, audio files.
+    Gradio,
 }
 
 /// Behaviour over capacity.

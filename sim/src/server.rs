@@ -1,8 +1,8 @@
 //! Starting the simulator: logging, the runtime, binding, the one stdout line announcing the
 //! address (`cosyvoice-sim listening on http://IP:PORT`), then serving until killed.
 
-use super::cli::Args;
-use super::routes::router;
+use super::cli::{Args, Serve};
+use super::routes::{gradio_router, router};
 use super::state::SimState;
 use axum::serve::ListenerExt;
 use std::io::Write;
@@ -43,8 +43,9 @@ pub async fn serve(args: Args) -> std::io::Result<()> {
         out.flush()?;
     }
     log::info!(
-        "{:?} simulator on {addr}: {} slots, rtf {}, first chunk {} ms, {} Hz, overload {:?}",
+        "{:?} simulator ({:?} API) on {addr}: {} slots, rtf {}, first chunk {} ms, {} Hz, overload {:?}",
         args.model,
+        args.serve,
         args.slots,
         args.rtf,
         args.first_chunk_ms,
@@ -56,5 +57,9 @@ pub async fn serve(args: Args) -> std::io::Result<()> {
             log::debug!("TCP_NODELAY not set: {e}");
         }
     });
-    axum::serve(listener, router(state)).await
+    let app = match args.serve {
+        Serve::Fastapi => router(state),
+        Serve::Gradio => gradio_router(state),
+    };
+    axum::serve(listener, app).await
 }

@@ -54,7 +54,7 @@ enum Step {
 }
 
 /// The PCM of `job` and the schedule to produce it in chunks.
-fn produce(state: &SimState, job: &Job) -> (Bytes, Vec<(Bytes, f64)>) {
+pub(crate) fn produce(state: &SimState, job: &Job) -> (Bytes, Vec<(Bytes, f64)>) {
     let key = AudioKey {
         text: &job.text,
         prompt_sha256: job.prompt_sha256,
