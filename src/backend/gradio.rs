@@ -38,8 +38,9 @@ pub const HEALTH_PATH: &str = "/gradio_api/info";
 pub const JSON_ANSWER_MAX: usize = 64 * 1024;
 /// Longest line of the event stream (one `data:` line carries one event's JSON).
 pub const SSE_LINE_MAX: usize = 64 * 1024;
-/// Most bytes of one event stream (a FileData per generated chunk, heartbeats).
-pub const SSE_STREAM_MAX: usize = 4 * 1024 * 1024;
+/// Most bytes of one event stream: a FileData (about 250 bytes) per generated chunk and a
+/// heartbeat every 15 s; 120 s of audio in 0.5 s chunks is about 60 KB.
+pub const SSE_STREAM_MAX: usize = 1024 * 1024;
 /// The `Content-Type` of a built request: a marker for the framing below, never sent.
 const FRAMED: &str = "application/x-cosygate-gradio";
 /// Longest `event_id` accepted (Gradio's are 32 hex digits).
