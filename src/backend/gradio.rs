@@ -60,6 +60,8 @@ pub fn mode_label(mode: Mode) -> &'static str {
 /// `protocol`).
 pub struct Texts {
     pub tts_text: String,
+    /// The speaker dropdown's value (a valid choice even outside `sft`).
+    pub sft_speaker: String,
     pub prompt_text: String,
     pub instruct_text: String,
 }
@@ -72,7 +74,7 @@ pub fn build(req: &GenerateRequest, texts: Texts) -> UpstreamRequest {
     let call = json!({"data": [
         texts.tts_text,
         mode_label(req.mode),
-        req.spk_id.as_deref().unwrap_or(""),
+        texts.sft_speaker,
         texts.prompt_text,
         Value::Null,
         Value::Null,
@@ -523,6 +525,14 @@ mod tests {
             p(json!({"path": "abc/0/12", "is_stream": true, "url": "http://wrong/file=abc/0/12"})),
             Ok("/gradio_api/stream/abc/0/12/playlist-file".into())
         );
+        // As Gradio 5.4.0 sends it (seen against gradio 5.4.0 here): a playlist path, a wrong url.
+        assert_eq!(
+            p(
+                json!({"path": "e9af4bd6/140354777793488/12/playlist.m3u8", "is_stream": true,
+                     "url": "http://localhost:7860/gradio_a/gradio_api/stream/e9af4bd6/140354777793488/12/playlist.m3u8"})
+            ),
+            Ok("/gradio_api/stream/e9af4bd6/140354777793488/12/playlist-file".into())
+        );
         assert_eq!(
             p(json!({"path": "/gradio_api/stream/abc/0/12/playlist.m3u8"})),
             Ok("/gradio_api/stream/abc/0/12/playlist-file".into())
@@ -546,6 +556,7 @@ mod tests {
             .expect("valid");
         let texts = Texts {
             tts_text: "t".into(),
+            sft_speaker: "A".into(),
             prompt_text: String::new(),
             instruct_text: String::new(),
         };

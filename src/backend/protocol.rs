@@ -32,7 +32,7 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, 
             body: Bytes::from(req.to_json()),
         }),
         Protocol::CosyvoiceFastapi => build_fastapi(pool.model, req),
-        Protocol::Gradio => Ok(build_gradio(pool.model, req)),
+        Protocol::Gradio => Ok(build_gradio(pool, req)),
     }
 }
 
@@ -56,8 +56,8 @@ pub async fn run(
 
 /// The WebUI passes its texts to the same `inference_*` calls as the FastAPI server, so they
 /// get the same `<|endofprompt|>` placement (`generate_audio` takes `speed`, unlike FastAPI).
-fn build_gradio(model: ModelFamily, req: &GenerateRequest) -> UpstreamRequest {
-    let v3 = model == ModelFamily::Cosyvoice3;
+fn build_gradio(pool: &PoolConf, req: &GenerateRequest) -> UpstreamRequest {
+    let v3 = pool.model == ModelFamily::Cosyvoice3;
     let (tts_text, prompt_text, instruct_text) = match req.mode {
         Mode::ZeroShot => (
             req.text.clone(),
@@ -71,10 +71,22 @@ fn build_gradio(model: ModelFamily, req: &GenerateRequest) -> UpstreamRequest {
         ),
         Mode::CrossLingual | Mode::Sft => (with_marker(v3, &req.text, false), String::new(), String::new()),
     };
+    // Gradio checks the speaker dropdown's value against its choices in every mode: the
+    // WebUI's speakers, or `[""]` when the model has none (CosyVoice3 as shipped).
+    let sft_speaker = match req.mode {
+        Mode::Sft => req.spk_id.clone().unwrap_or_default(),
+        _ => pool
+            .speakers
+            .as_ref()
+            .and_then(|s| s.first())
+            .cloned()
+            .unwrap_or_default(),
+    };
     gradio::build(
         req,
         gradio::Texts {
             tts_text,
+            sft_speaker,
             prompt_text,
             instruct_text,
         },
