@@ -10,16 +10,18 @@
 //!   `data: null`;
 //! - what `gradio_client` uses instead: `POST /gradio_api/queue/join` and the session's
 //!   `GET /gradio_api/queue/data?session_hash=` (JSON messages), `GET /gradio_api/heartbeat/<s>`;
-//! - the audio: a streaming `Audio` output named by its directory `<session>/<run>/<id>`
-//!   (`is_stream`), served joined as `/gradio_api/stream/<dir>/playlist-file` (a WAV here; the
+//! - the audio: a streaming `Audio` output (`is_stream`) named by its playlist,
+//!   `<session>/<run>/<id>/playlist.m3u8` (as Gradio 5.4.0 names it), served joined as `/gradio_api/stream/<dir>/playlist-file` (a WAV here; the
 //!   real one is AAC decoded back to WAV, lossy), `playlist.m3u8` with one segment, and
-//!   `/gradio_api/file=<path>` for uploads (and, for a stream directory, its playlist).
+//!   `/gradio_api/file=<path>` for uploads (and a stream's playlist).
 //!
 //! The queue is Gradio's: `default_concurrency_limit=2` events run, at most `max_size=4` wait;
 //! one more gets `503 {"detail":"Queue is full. Please try again later."}`. webui.py's own
 //! checks (a prompt mode without prompt audio or transcript, instruct without an instruction,
 //! a prompt under 16 kHz) end with `complete` and `data: [null]`; what raises in CosyVoice (an
-//! unknown speaker, CosyVoice3 without `<|endofprompt|>`, an unknown mode) is `event: error`.
+//! unknown speaker, CosyVoice3 without `<|endofprompt|>`, an unknown mode) is `event: error`, as
+//! is Gradio's own refusal of a speaker-dropdown value that is not one of its choices (the
+//! speakers, or `[""]` without any), checked in every mode.
 //! Faults (`/__sim/fault`) hit the next calls: `error500` is `event: error`, `truncate` cuts
 //! the event stream after the first chunk, `hang` never finishes (holding its queue slot),
 //! `endless` yields chunks forever, `crash` exits.
@@ -545,10 +547,15 @@ async fn file(State(g): State<Arc<Gradio>>, uri: axum::http::Uri) -> Response {
     let Some(path) = uri.path().strip_prefix("/gradio_api/file=") else {
         return not_found().await;
     };
+    if let Some(dir) = path.strip_suffix("/playlist.m3u8") {
+        return match g.file(dir) {
+            Some(wav) => playlist(&wav),
+            None => not_found().await,
+        };
+    }
     match g.file(path) {
         Some(bytes) if path.starts_with("/tmp/gradio/") => audio_wav(bytes),
-        Some(wav) => playlist(&wav),
-        None => not_found().await,
+        _ => not_found().await,
     }
 }
 
@@ -573,14 +580,15 @@ fn playlist(wav: &[u8]) -> Response {
     resp
 }
 
-/// The streaming output's FileData: named by its directory (`url` is deliberately not the
-/// place to fetch it from, as in Gradio 5.4.0).
+/// The streaming output's FileData as Gradio 5.4.0 sends it: `path` is the playlist,
+/// `<session>/<run>/<id>/playlist.m3u8`; `url` is wrong (a doubled, truncated prefix), so
+/// clients must build URLs from `path`.
 fn file_data(dir: &str) -> Value {
     json!({
-        "path": dir,
-        "url": format!("/file={dir}"),
+        "path": format!("{dir}/playlist.m3u8"),
+        "url": format!("http://localhost:7860/gradio_a/gradio_api/stream/{dir}/playlist.m3u8"),
         "size": null,
-        "orig_name": "audio-stream.mp3",
+        "orig_name": "audio.wav",
         "mime_type": null,
         "is_stream": true,
         "meta": {"_type": "gradio.FileData"},
@@ -603,6 +611,18 @@ async fn run(g: Arc<Gradio>, data: Vec<Value>, prompt: Option<Prompt>, dir: Stri
         .filter(|s| s.is_finite() && *s > 0.0)
         .unwrap_or(1.0);
 
+    // Gradio's own preprocessing: the dropdown's value must be one of its choices (the
+    // speakers, or `[""]` when there are none), in every mode.
+    let choice_ok = if sim.speakers.is_empty() {
+        speaker.is_empty()
+    } else {
+        sim.has_speaker(&speaker)
+    };
+    if !choice_ok {
+        log::warn!("gradio.exceptions.Error: Value: {speaker} is not in the list of choices");
+        let _ = tx.send(Ev::Error).await;
+        return;
+    }
     let fault = sim.faults.take();
     match fault {
         Some(FaultKind::Error500) => {
