@@ -138,6 +138,8 @@ async fn a_gradio_pool_answers_sft_zero_shot_and_instruct() {
         assert_eq!(last["route"], "/gradio_api/call/generate_audio");
         assert_eq!(last["fields"]["mode_checkbox_group"], label);
         assert_eq!(last["fields"]["stream"], false);
+        // Gradio checks the dropdown in every mode: always one of the WebUI's speakers.
+        assert_eq!(last["fields"]["sft_dropdown"], "中文女", "{label}");
         assert_eq!(
             last["prompt_wav_sha256"],
             sha.map_or(Value::Null, Value::from),

@@ -36,7 +36,7 @@ def main() -> int:
     calls = {
         "sft": [MARK + "Hello from the client.", "预训练音色", speaker, "", None, None, "", 0, False, 1.0],
         "zero_shot": [
-            "Hello from the client.", "3s极速复刻", "", MARK + "A prompt transcript.",
+            "Hello from the client.", "3s极速复刻", speaker, MARK + "A prompt transcript.",
             handle_file(prompt_wav), None, "", 0, True, 1.0,
         ],
     }
@@ -46,7 +46,10 @@ def main() -> int:
         assert isinstance(out, dict) and "path" in out, f"{name}: predict returned {out!r}"
         path = out["path"]
         if out.get("is_stream"):
-            audio_url = f"{url}/gradio_api/stream/{path}/playlist-file"
+            # Gradio 5.4 names a stream by its playlist, `<session>/<run>/<id>/playlist.m3u8`;
+            # the joined audio is beside it.
+            stream_dir = path.removesuffix("/playlist.m3u8")
+            audio_url = f"{url}/gradio_api/stream/{stream_dir}/playlist-file"
         else:
             audio_url = f"{url}/gradio_api/file={path}"
         with urllib.request.urlopen(audio_url, timeout=10) as resp:
@@ -56,7 +59,7 @@ def main() -> int:
         assert info["frames"] > 0, f"{name}: empty audio"
         seen[name] = {"is_stream": bool(out.get("is_stream")), "path": path, **info}
     # A refused input (zero_shot without prompt audio) gives no audio rather than an error.
-    out = client.predict("Hi.", "3s极速复刻", "", MARK + "x", None, None, "", 0, False, 1.0, api_name="/generate_audio")
+    out = client.predict("Hi.", "3s极速复刻", speaker, MARK + "x", None, None, "", 0, False, 1.0, api_name="/generate_audio")
     seen["refused_input"] = out
     assert out is None, f"zero_shot without a prompt returned {out!r}"
     client.close()
