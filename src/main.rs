@@ -5,6 +5,7 @@
 use clap::Parser;
 use cosygate::admin::{AdminApp, StateView};
 use cosygate::admission::Admission;
+use cosygate::backend::deep_probe::DeepProbe;
 use cosygate::backend::PoolSet;
 use cosygate::cache::Cache;
 use cosygate::config::{self, Config};
@@ -126,6 +127,12 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         None => None,
     };
     let pools = Arc::new(pools);
+    for pool in pools.pools() {
+        if let Some(probe) = DeepProbe::new(&pools, pool) {
+            // `health.synthesize_every`: a tiny synthesis, its audio checked (see `deep_probe`).
+            server.add_service(background_service(&format!("deep probe {}", pool.name), probe));
+        }
+    }
     metrics::register_all();
     if let Some(admin) = &conf.admin {
         let view = Arc::new(StateView {

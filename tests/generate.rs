@@ -6,7 +6,7 @@ mod common;
 
 use base64::Engine;
 use common::gateway::{pool_yaml, Gateway};
-use common::sim::{test_wav, Sim};
+use common::sim::{args_for, test_wav, Sim};
 use cosygate::api::wav::parse_wav;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -155,7 +155,7 @@ async fn fastapi_round_trip_for_every_mode_gives_the_backends_exact_audio() {
 
 #[tokio::test]
 async fn generate_json_gets_the_validated_request_and_its_wav_is_checked() {
-    let sim = Sim::start(FAST);
+    let sim = Sim::start(&args_for("generate_json", FAST));
     let gw = Gateway::start(&pool_yaml("generate_json", &[sim.addr()], ""));
     let body = serde_json::to_vec(&json!({"text": "Same bytes, please.", "prompt_audio": b64(&test_wav(0.5, 16000)), "prompt_text": "Hi.", "seed": 7, "speed": 1.25})).expect("json");
     let resp = post(&client(), &gw, body.clone()).await;
@@ -194,7 +194,7 @@ fn body_of_size(size: usize) -> (Vec<u8>, Vec<u8>) {
 
 #[tokio::test]
 async fn bodies_of_every_size_reach_the_backend_intact_over_http1_and_http2() {
-    let sim = Sim::start(FAST);
+    let sim = Sim::start(&args_for("generate_json", FAST));
     let limits = "  limits: { max_body: 12MiB, max_prompt_seconds: 600 }\n";
     let json_gw = Gateway::start(&format!(
         "{limits}{}",
@@ -238,7 +238,7 @@ async fn every_backend_fault_ends_as_a_json_error_never_as_bad_audio() {
     let body =
         serde_json::to_vec(&json!({"text": "Fault line.", "mode": "sft", "spk_id": "中文女"})).expect("json");
     for protocol in ["cosyvoice_fastapi", "generate_json"] {
-        let sim = Sim::start(FAST);
+        let sim = Sim::start(&args_for(protocol, FAST));
         let gw = Gateway::start(&pool_yaml(
             protocol,
             &[sim.addr()],

@@ -1,12 +1,13 @@
 //! Issue 9 through the real binaries: a backend that streams forever is cut off at what the
 //! request can produce and blamed; requests that fail the same way on two backends open no
 //! breaker; one deadline bounds queueing and every attempt; timeouts are not retried by
-//! default; `unknown_pool` names no pools to anonymous callers.
+//! default; `unknown_pool` names no pools to anonymous callers; a CosyVoice3 backend given no
+//! `<|endofprompt|>` (a pool misconfigured as cosyvoice2) fails fast and is not cached.
 
 mod common;
 
 use common::gateway::{pool_yaml, Gateway};
-use common::sim::Sim;
+use common::sim::{args_for, Sim};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -68,7 +69,7 @@ async fn requests(sim: &Sim) -> u64 {
 #[tokio::test]
 async fn a_backend_that_streams_forever_is_cut_off_and_blamed() {
     for protocol in ["cosyvoice_fastapi", "generate_json"] {
-        let sim = Sim::start(FAST);
+        let sim = Sim::start(&args_for(protocol, FAST));
         // 2 s of 24 kHz audio: 96 KB of PCM (+ 4 KiB header slack) per answer at most.
         let gw = Gateway::start(&pool_yaml(
             protocol,
@@ -365,4 +366,45 @@ async fn what_the_model_cannot_do_is_refused_before_any_backend_sees_it() {
         r.text()
     );
     assert_eq!(requests(&sim).await, 0, "no backend saw either");
+}
+
+#[tokio::test]
+async fn a_cosyvoice3_backend_behind_a_pool_that_adds_no_marker_fails_fast_and_is_not_cached() {
+    // The pool says cosyvoice2, so the gateway adds no <|endofprompt|>; the CosyVoice3 backend
+    // then fails inside its stream at once (200, then a cut), as upstream's assert does.
+    let sim = Sim::start(FAST);
+    let gw = Gateway::start(&format!(
+        "  cache: {{}}\n{}",
+        pool_yaml(
+            "cosyvoice_fastapi",
+            &[sim.addr()],
+            &extra(&["model: cosyvoice2", "retry: { attempts: 0 }"])
+        )
+    ));
+    let prompt = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(common::sim::test_wav(1.0, 16000))
+    };
+    let body = json!({"text": "No marker here.", "prompt_audio": prompt, "prompt_text": "Hi."});
+    for attempt in 1..=2 {
+        let start = Instant::now();
+        let r = post(&gw, &body, &[]).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (502, "backend_failed"),
+            "attempt {attempt}: {}",
+            r.text()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a cut, not a wait for a timeout: {:?}",
+            start.elapsed()
+        );
+    }
+    let stats = sim.stats().await;
+    assert_eq!(
+        (stats["missing_endofprompt"].as_u64(), stats["requests"].as_u64()),
+        (Some(2), Some(2)),
+        "the cut answer was not cached: both reached the backend"
+    );
 }

@@ -8,13 +8,12 @@
 mod common;
 
 use common::gateway::{free_port, pool_yaml};
-use common::process::{alive, health_ok, read_pid, reload, text, wait_until, Processes};
+use common::process::{alive, read_pid, reload, text, wait_until, Processes};
 use common::sim::Sim;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FAST: &[&str] = &["--rtf", "0.01", "--first-chunk-ms", "5"];
 
@@ -45,30 +44,9 @@ async fn reload_hands_over_to_a_new_process_and_refuses_broken_configs() {
     let port = free_port();
     let conf = dir.path().join("cosygate.yaml");
     std::fs::write(&conf, config(dir.path(), port, sim.addr(), 20, "")).expect("write config");
-    let log = dir.path().join("cosygate.log");
-    let first = Command::new(env!("CARGO_BIN_EXE_cosygate"))
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start cosygate");
-    let first_pid = first.id();
-    let mut procs = Processes {
-        first,
-        pid_file: dir.path().join("cosygate.pid"),
-        log,
-    };
+    let mut procs = Processes::start(&conf, dir.path(), port).await;
+    let first_pid = procs.first.id();
     let pid_file = procs.pid_file.clone();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(read_pid(&pid_file) == Some(first_pid) && health_ok(port).await) {
-        assert!(
-            procs.first.try_wait().expect("try_wait").is_none(),
-            "cosygate exited at start"
-        );
-        assert!(Instant::now() < deadline, "cosygate did not start within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(generate(port, 10).await, 200);
     assert_eq!(generate(port, 50).await, 422, "over the first max_text_chars");
 

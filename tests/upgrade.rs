@@ -9,11 +9,10 @@
 mod common;
 
 use common::gateway::free_port;
-use common::process::{alive, health_ok, read_pid, reload, text, wait_until, Processes};
+use common::process::{alive, health_ok, read_pid, reload, text, Processes};
 use common::sim::Sim;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,26 +163,9 @@ async fn an_upgrade_under_load_fails_no_request_and_answers_every_job() {
     let (port, admin) = (free_port(), free_port());
     let conf = dir.path().join("cosygate.yaml");
     std::fs::write(&conf, config(dir.path(), port, admin, &[&fast_a], &slow)).expect("config");
-    let log = dir.path().join("cosygate.log");
-    let first = Command::new(env!("CARGO_BIN_EXE_cosygate"))
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start cosygate");
-    let first_pid = first.id();
-    let mut procs = Processes {
-        first,
-        pid_file: dir.path().join("cosygate.pid"),
-        log,
-    };
+    let mut procs = Processes::start(&conf, dir.path(), port).await;
+    let first_pid = procs.first.id();
     let pid_file = procs.pid_file.clone();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(read_pid(&pid_file) == Some(first_pid) && health_ok(port).await) {
-        assert!(Instant::now() < deadline, "cosygate did not start within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     let failures = Arc::new(Failures::default());
     let (stop, sent, polls) = (
@@ -276,13 +258,9 @@ async fn an_upgrade_under_load_fails_no_request_and_answers_every_job() {
     for task in jobs {
         locations.extend(task.await.expect("a job's task"));
     }
-    let first = &mut procs.first;
-    wait_until(
-        "the old process exits after its drain",
-        Duration::from_secs(30),
-        || first.try_wait().expect("try_wait").is_some(),
-    )
-    .await;
+    procs
+        .exited("the old process exits after its drain", Duration::from_secs(30))
+        .await;
     stop.store(true, Ordering::Relaxed);
     for task in loops {
         task.await.expect("a loop's task");
@@ -318,29 +296,6 @@ async fn an_upgrade_under_load_fails_no_request_and_answers_every_job() {
     );
 }
 
-/// Starts a gateway as a plain process on `conf`; waits until it serves.
-async fn start(conf: &Path, dir: &Path, port: u16) -> Processes {
-    let log = dir.join("cosygate.log");
-    let first = Command::new(env!("CARGO_BIN_EXE_cosygate"))
-        .arg("-c")
-        .arg(conf)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start cosygate");
-    let procs = Processes {
-        first,
-        pid_file: dir.join("cosygate.pid"),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health_ok(port).await {
-        assert!(Instant::now() < deadline, "cosygate did not start within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    procs
-}
-
 #[tokio::test]
 async fn sigterm_finishes_the_synthesis_in_flight_and_an_idle_gateway_exits_at_once() {
     let slow = Sim::start(&["--rtf", "2", "--first-chunk-ms", "50"]);
@@ -350,7 +305,7 @@ async fn sigterm_finishes_the_synthesis_in_flight_and_an_idle_gateway_exits_at_o
     std::fs::write(&conf, config(dir.path(), port, admin, &[&slow], &slow)).expect("config");
 
     // Busy: a synthesis of a few seconds is answered whole although SIGTERM came first.
-    let mut procs = start(&conf, dir.path(), port).await;
+    let mut procs = Processes::start(&conf, dir.path(), port).await;
     let failures = Arc::new(Failures::default());
     let (http, f) = (client(), failures.clone());
     let request = tokio::spawn(async move {
@@ -368,20 +323,11 @@ async fn sigterm_finishes_the_synthesis_in_flight_and_an_idle_gateway_exits_at_o
         s["inflight"] == 1
     })
     .await;
-    let pid = procs.first.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    procs.signal("TERM");
     let answered = request.await.expect("request task");
-    let first = &mut procs.first;
-    wait_until(
-        "the gateway exits after its drain",
-        Duration::from_secs(30),
-        || first.try_wait().expect("try_wait").is_some(),
-    )
-    .await;
+    procs
+        .exited("the gateway exits after its drain", Duration::from_secs(30))
+        .await;
     let exited = Instant::now();
     assert!(failures.0.lock().is_empty(), "{:?}", failures.0.lock());
     assert!(exited >= answered, "it exited after the answer");
@@ -393,19 +339,12 @@ async fn sigterm_finishes_the_synthesis_in_flight_and_an_idle_gateway_exits_at_o
     assert!(!health_ok(port).await, "nothing listens any more");
 
     // Idle: out within a second of SIGTERM although grace_period_seconds is 90.
-    let mut procs = start(&conf, dir.path(), port).await;
+    let mut procs = Processes::start(&conf, dir.path(), port).await;
     let signalled = Instant::now();
-    let pid = procs.first.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let first = &mut procs.first;
-    wait_until("the idle gateway exits", Duration::from_secs(5), || {
-        first.try_wait().expect("try_wait").is_some()
-    })
-    .await;
+    procs.signal("TERM");
+    procs
+        .exited("the idle gateway exits", Duration::from_secs(5))
+        .await;
     assert!(
         signalled.elapsed() < Duration::from_secs(1),
         "{:?}",

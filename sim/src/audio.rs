@@ -1,5 +1,9 @@
 //! Deterministic PCM: the audio is a pure function of (spoken text, sha256 of the prompt WAV,
-//! seed, speed). A cheap voice-like signal (a glottal pitch with a few harmonics shaped by
+//! seed, speed). The text is cut into segments as CosyVoice's frontend does (sentences,
+//! grouped up to a size): each segment is synthesized on its own and is one streamed chunk.
+//! Length follows the script: about 0.25 s per CJK character, 0.07 s per other letter or
+//! digit; punctuation and spaces are silent, so a text without a speakable character has no
+//! segment at all (CosyVoice answers it with an empty body). A cheap voice-like signal (a glottal pitch with a few harmonics shaped by
 //! vowel-like weights, syllable envelopes, pauses between words) seeded from SHA-256 through a
 //! SplitMix64 generator, so it is stable across Rust and crate versions.
 
@@ -8,12 +12,17 @@ use sha2::{Digest, Sha256};
 /// The token CosyVoice3 needs between the instruction and the transcript.
 pub const ENDOFPROMPT: &str = "<|endofprompt|>";
 
-/// Seconds of audio per character of spoken text (at speed 1.0).
-pub const SECONDS_PER_CHAR: f64 = 0.06;
-/// The shortest utterance (at speed 1.0).
-pub const MIN_SECONDS: f64 = 0.5;
-/// Audio per streamed chunk, in seconds.
-pub const CHUNK_SECONDS: f64 = 0.5;
+/// Seconds of audio per CJK character (Han, kana, hangul) at speed 1.0.
+pub const SECONDS_PER_CJK_CHAR: f64 = 0.25;
+/// Seconds of audio per other speakable character (Latin and other letters, digits).
+pub const SECONDS_PER_OTHER_CHAR: f64 = 0.07;
+/// A segment grows by whole sentences while it is under this many units (a CJK character or
+/// a word of another script is one unit), as CosyVoice's `split_paragraph` (`token_min_n`).
+pub const SEGMENT_MIN_UNITS: usize = 60;
+/// ... and never past this many (`token_max_n`), unless one sentence alone is longer.
+pub const SEGMENT_MAX_UNITS: usize = 80;
+/// A last segment shorter than this joins the one before (`merge_len`).
+pub const SEGMENT_MERGE_UNITS: usize = 20;
 
 /// Everything the audio depends on.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,25 +51,120 @@ pub fn speaker_voice(spk_id: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Length of the utterance in seconds: grows with the spoken text, shrinks with speed.
-pub fn duration_secs(text: &str, speed: f64) -> f64 {
-    let chars = spoken_text(text).chars().count() as f64;
-    let speed = if speed.is_finite() && speed > 0.0 {
+/// Whether a character is CJK (spoken at [`SECONDS_PER_CJK_CHAR`]).
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF       // hiragana, katakana
+        | 0x3400..=0x4DBF     // CJK extension A
+        | 0x4E00..=0x9FFF     // CJK unified ideographs
+        | 0xAC00..=0xD7AF     // hangul syllables
+        | 0xF900..=0xFAFF     // CJK compatibility ideographs
+        | 0x20000..=0x2FFFF) // CJK extensions B..
+}
+
+/// Whether a character is spoken at all (a letter or digit of any script).
+pub fn is_speakable(c: char) -> bool {
+    c.is_alphanumeric()
+}
+
+/// Whether any character of the spoken part of `text` is speakable.
+pub fn has_speakable(text: &str) -> bool {
+    spoken_text(text).chars().any(is_speakable)
+}
+
+fn valid_speed(speed: f64) -> f64 {
+    if speed.is_finite() && speed > 0.0 {
         speed
     } else {
         1.0
-    };
-    (chars * SECONDS_PER_CHAR).max(MIN_SECONDS) / speed
+    }
+}
+
+/// Length of `text`'s audio in seconds (punctuation and spaces are silent), at `speed`.
+pub fn duration_secs(text: &str, speed: f64) -> f64 {
+    let secs: f64 = text
+        .chars()
+        .filter(|&c| is_speakable(c))
+        .map(|c| {
+            if is_cjk(c) {
+                SECONDS_PER_CJK_CHAR
+            } else {
+                SECONDS_PER_OTHER_CHAR
+            }
+        })
+        .sum();
+    secs / valid_speed(speed)
+}
+
+/// Units of a piece of text for segment sizes: CJK characters, plus words of other scripts.
+fn units(text: &str) -> usize {
+    let mut n = 0;
+    let mut in_word = false;
+    for c in text.chars() {
+        if is_cjk(c) {
+            n += 1;
+            in_word = false;
+        } else if is_speakable(c) {
+            if !in_word {
+                n += 1;
+            }
+            in_word = true;
+        } else {
+            in_word = false;
+        }
+    }
+    n
+}
+
+fn ends_sentence(c: char) -> bool {
+    matches!(c, '.' | '!' | '?' | '。' | '！' | '？' | ';' | '；' | '\n' | '…')
+}
+
+/// The segments of the spoken part of `text`, in order: sentences grouped up to
+/// [`SEGMENT_MAX_UNITS`]; sentences without a speakable character are dropped. Empty when
+/// nothing is speakable.
+pub fn segments(text: &str) -> Vec<&str> {
+    let spoken = spoken_text(text);
+    let mut sentences = Vec::new();
+    let mut start = 0;
+    let mut iter = spoken.char_indices().peekable();
+    while let Some((i, c)) = iter.next() {
+        // A run of terminators ("?!", "...") ends one sentence.
+        let next_ends = iter.peek().is_some_and(|&(_, n)| ends_sentence(n));
+        if ends_sentence(c) && !next_ends {
+            let end = i + c.len_utf8();
+            sentences.push(&spoken[start..end]);
+            start = end;
+        }
+    }
+    sentences.push(&spoken[start..]);
+    let mut out: Vec<(usize, usize, usize)> = Vec::new(); // (start, end, units) in `spoken`
+    let base = spoken.as_ptr() as usize;
+    for s in sentences.into_iter().filter(|s| s.chars().any(is_speakable)) {
+        let (s_start, s_units) = (s.as_ptr() as usize - base, units(s));
+        let s_end = s_start + s.len();
+        match out.last_mut() {
+            Some(last) if last.2 < SEGMENT_MIN_UNITS && last.2 + s_units <= SEGMENT_MAX_UNITS => {
+                last.1 = s_end;
+                last.2 += s_units;
+            }
+            _ => out.push((s_start, s_end, s_units)),
+        }
+    }
+    if out.len() > 1 && out.last().is_some_and(|l| l.2 < SEGMENT_MERGE_UNITS) {
+        if let Some((_, end, u)) = out.pop() {
+            if let Some(last) = out.last_mut() {
+                last.1 = end;
+                last.2 += u;
+            }
+        }
+    }
+    out.into_iter().map(|(a, b, _)| spoken[a..b].trim()).collect()
 }
 
 /// Number of sample frames for `key` at `sample_rate`.
 pub fn frame_count(key: &AudioKey<'_>, sample_rate: u32) -> usize {
-    (duration_secs(key.text, key.speed) * f64::from(sample_rate)).round() as usize
-}
-
-/// Bytes of PCM per streamed chunk (an even number, at least one sample).
-pub fn chunk_bytes(sample_rate: u32) -> usize {
-    ((f64::from(sample_rate) * CHUNK_SECONDS).round() as usize).max(1) * 2
+    (duration_secs(spoken_text(key.text), key.speed) * f64::from(sample_rate)).round() as usize
 }
 
 /// A small generator with a fixed, documented algorithm (SplitMix64).
@@ -88,7 +192,7 @@ impl SplitMix64 {
 
 fn seed_of(key: &AudioKey<'_>) -> u64 {
     let mut h = Sha256::new();
-    h.update(b"cosyvoice-sim audio v1\0");
+    h.update(b"cosyvoice-sim audio v2\0");
     h.update(spoken_text(key.text).as_bytes());
     h.update([0u8]);
     match &key.prompt_sha256 {
@@ -113,15 +217,11 @@ const VOWELS: [[f64; 6]; 5] = [
     [1.0, 0.9, 0.4, 0.1, 0.05, 0.02],  // o
 ];
 
-/// Synthesizes the utterance: raw int16 little-endian mono PCM at `sample_rate`.
+/// Synthesizes `key.text` (one segment, or a whole text for `/generate`): raw int16 little-endian mono PCM at `sample_rate`.
 pub fn synthesize(key: &AudioKey<'_>, sample_rate: u32) -> Vec<u8> {
     let frames = frame_count(key, sample_rate);
     let sr = f64::from(sample_rate.max(1));
-    let speed = if key.speed.is_finite() && key.speed > 0.0 {
-        key.speed
-    } else {
-        1.0
-    };
+    let speed = valid_speed(key.speed);
     let mut rng = SplitMix64(seed_of(key));
     let base_pitch = rng.range(95.0, 235.0);
     let mut out = Vec::with_capacity(frames * 2);
@@ -205,10 +305,12 @@ mod tests {
     }
 
     #[test]
-    fn length_follows_text_and_speed_and_ignores_the_instruction() {
-        assert_eq!(duration_secs("", 1.0), MIN_SECONDS);
-        assert!((duration_secs(&"x".repeat(100), 1.0) - 6.0).abs() < 1e-9);
-        assert!((duration_secs(&"x".repeat(100), 2.0) - 3.0).abs() < 1e-9);
+    fn length_follows_script_and_speed_and_ignores_the_instruction() {
+        assert_eq!(duration_secs("", 1.0), 0.0);
+        assert_eq!(duration_secs("... ,!", 1.0), 0.0);
+        assert!((duration_secs(&"x".repeat(100), 1.0) - 7.0).abs() < 1e-9);
+        assert!((duration_secs(&"x".repeat(100), 2.0) - 3.5).abs() < 1e-9);
+        assert!((duration_secs("你好，世界。", 1.0) - 1.0).abs() < 1e-9);
         assert_eq!(spoken_text("Be calm.<|endofprompt|>Hi."), "Hi.");
         let plain = synthesize(&key("Bonjour.", 3), 16000);
         let marked = synthesize(
@@ -216,6 +318,23 @@ mod tests {
             16000,
         );
         assert_eq!(plain, marked);
-        assert_eq!(chunk_bytes(24000), 24000);
+        assert!(!has_speakable("Say<|endofprompt|> ...!"));
+        assert!(has_speakable("。好"));
+    }
+
+    #[test]
+    fn segments_group_sentences() {
+        assert!(segments("").is_empty());
+        assert!(segments(" ?! 。").is_empty());
+        assert_eq!(segments("Hi there. How are you?"), vec!["Hi there. How are you?"]);
+        let long = "This sentence has exactly ten words in it, you see. ".repeat(12);
+        let segs = segments(&long);
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        assert_eq!(segs.iter().map(|s| units(s)).sum::<usize>(), 120);
+        assert!(segs.iter().all(|s| units(s) <= SEGMENT_MAX_UNITS));
+        let zh = "今天天气很好。".repeat(30);
+        let segs = segments(&zh);
+        assert!(segs.len() >= 2 && segs.iter().all(|s| units(s) <= SEGMENT_MAX_UNITS));
+        assert_eq!(segments("A.<|endofprompt|>One. Two!"), vec!["One. Two!"]);
     }
 }

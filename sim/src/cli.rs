@@ -21,7 +21,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0.1, value_parser = parse_non_negative)]
     pub rtf: f64,
 
-    /// Delay before the first audio chunk, in milliseconds.
+    /// Start-up work of every synthesis, in milliseconds (frontend, prompt features). The first
+    /// chunk goes out after this plus the synthesis of the whole first segment (`--rtf` × its
+    /// audio seconds); each next chunk after its own segment's synthesis.
     #[arg(long, default_value_t = 200)]
     pub first_chunk_ms: u64,
 
@@ -43,10 +45,30 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub speakers: Option<Vec<String>>,
 
+    /// Reproduce a known bug of upstream's `server.py`. `tensor`: the route hands the frontend
+    /// an already-decoded prompt tensor, which the current frontend cannot load, so
+    /// zero_shot, cross_lingual and instruct2 answer 200 then cut, on every model (CosyVoice
+    /// issues #1794, #1805).
+    #[arg(long, value_enum)]
+    pub upstream_bug: Option<UpstreamBug>,
+
+    /// Also answer `GET /health` with `{"status":"ok"}`, as a `generate_json` backend does.
+    /// CosyVoice's FastAPI server has no such route (only `/docs` and `/openapi.json`), so
+    /// without this flag `/health` is FastAPI's 404.
+    #[arg(long)]
+    pub json_health: bool,
+
     /// Which server to imitate: CosyVoice's FastAPI server (with `/generate`), or its Gradio
     /// WebUI (`webui.py`: `/config`, `/gradio_api/...`).
     #[arg(long, value_enum, default_value_t = Serve::Fastapi)]
     pub serve: Serve,
+}
+
+/// Bugs of upstream's server that the sim can reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamBug {
+    /// Prompt routes fail inside the stream (a decoded tensor given to the frontend).
+    Tensor,
 }
 
 /// The HTTP API served.
@@ -75,7 +97,8 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    /// Whether the model hangs when `<|endofprompt|>` is missing from the prompt side.
+    /// Whether the model fails when `<|endofprompt|>` is missing from the prompt side and
+    /// the text (CosyVoice3 asserts it over `prompt_text + tts_text`).
     pub fn requires_endofprompt(self) -> bool {
         matches!(self, ModelKind::Cosyvoice3)
     }

@@ -3,7 +3,10 @@
 //! (`422` with `{"detail":[...]}`) or the body cannot be parsed (`400`).
 //!
 //! Like Starlette, a multipart part with a `filename` is a file (an `UploadFile`), any other
-//! part is a string; when a name repeats, the last value wins.
+//! part is a string; when a name repeats, the last value wins. The form is always read from
+//! the body, GET included (CosyVoice's `client.py` sends GET with an urlencoded body), never
+//! from the query string. A string part over [`MAX_PART_SIZE`] is refused with Starlette's
+//! 400 as soon as it is seen (file parts and urlencoded bodies have no such limit there).
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request};
@@ -12,6 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
+
+/// Starlette's `MultiPartParser.max_part_size`: the largest non-file multipart part.
+pub const MAX_PART_SIZE: usize = 1024 * 1024;
 
 /// One received form value.
 #[derive(Debug, Clone)]
@@ -51,35 +57,57 @@ pub async fn read_form(parts: Parts, body: Bytes) -> Result<FormData, Response> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let req = Request::from_parts(parts, Body::from(body));
     if content_type.starts_with("multipart/form-data") {
-        read_multipart(req).await.map_err(|e| {
-            log::debug!("multipart body refused: {e}");
-            parse_error()
+        let req = Request::from_parts(parts, Body::from(body));
+        read_multipart(req).await.map_err(|e| match e {
+            MultipartError::PartTooLarge => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"detail": format!(
+                    "Part exceeded maximum size of {}KB.",
+                    MAX_PART_SIZE / 1024
+                )})),
+            )
+                .into_response(),
+            MultipartError::Parse(e) => {
+                log::debug!("multipart body refused: {e}");
+                parse_error()
+            }
         })
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        match axum::Form::<Vec<(String, String)>>::from_request(req, &()).await {
-            Ok(axum::Form(pairs)) => Ok(FormData(
-                pairs.into_iter().map(|(k, v)| (k, FormValue::Text(v))).collect(),
-            )),
-            Err(_) => Err(parse_error()),
-        }
+        // Read from the body whatever the method (axum's `Form` reads a GET's query string).
+        Ok(FormData(
+            form_urlencoded::parse(&body)
+                .map(|(k, v)| (k.into_owned(), FormValue::Text(v.into_owned())))
+                .collect(),
+        ))
     } else {
         Ok(FormData::default())
     }
 }
 
-async fn read_multipart(req: Request) -> Result<FormData, String> {
+enum MultipartError {
+    PartTooLarge,
+    Parse(String),
+}
+
+async fn read_multipart(req: Request) -> Result<FormData, MultipartError> {
+    let parse = |e: axum::extract::multipart::MultipartError| MultipartError::Parse(e.body_text());
     let mut multipart = Multipart::from_request(req, &())
         .await
-        .map_err(|e| e.body_text())?;
+        .map_err(|e| MultipartError::Parse(e.body_text()))?;
     let mut out = Vec::new();
-    while let Some(field) = multipart.next_field().await.map_err(|e| e.body_text())? {
+    while let Some(mut field) = multipart.next_field().await.map_err(parse)? {
         let name = field.name().unwrap_or_default().to_string();
         let is_file = field.file_name().is_some();
-        let data = field.bytes().await.map_err(|e| e.body_text())?;
+        let mut data = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(parse)? {
+            if !is_file && data.len() + chunk.len() > MAX_PART_SIZE {
+                return Err(MultipartError::PartTooLarge);
+            }
+            data.extend_from_slice(&chunk);
+        }
         let value = if is_file {
-            FormValue::File(data)
+            FormValue::File(data.into())
         } else {
             FormValue::Text(String::from_utf8_lossy(&data).into_owned())
         };

@@ -1,8 +1,8 @@
 //! The latency and GPU-capacity model: how many syntheses are in flight (counted by a drop
 //! guard, so a client that goes away frees its slot), what happens over capacity (everyone
-//! slows down, or the process dies of a simulated CUDA out-of-memory), and the pacing of the
-//! chunks of one synthesis (first chunk after `--first-chunk-ms`, the rest spread so the whole
-//! utterance ends at `first_chunk + rtf × audio seconds`).
+//! slows down, or the process dies of a simulated CUDA out-of-memory), and the pacing of one
+//! synthesis: `--first-chunk-ms` of start-up work, then `rtf × audio seconds` of work per
+//! segment, all slowed down alike over capacity.
 
 use super::cli::Overload;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,29 +103,10 @@ impl Drop for InflightGuard {
 /// Nominal timing of the model.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
+    /// Start-up work of every synthesis before its first segment (`--first-chunk-ms`).
     pub first_chunk: Duration,
+    /// Synthesis seconds per second of audio.
     pub rtf: f64,
-}
-
-impl Timing {
-    /// Nominal compute seconds before each chunk (of the given audio seconds) can go out: the
-    /// first after `first_chunk`, the others sharing `rtf × total audio` in proportion to their
-    /// audio, so the last one ends at `first_chunk + rtf × total`.
-    pub fn schedule(&self, chunk_secs: &[f64]) -> Vec<f64> {
-        let first = self.first_chunk.as_secs_f64();
-        let total: f64 = chunk_secs.iter().sum();
-        let compute = self.rtf * total;
-        match chunk_secs {
-            [] => vec![],
-            [_] => vec![first + compute],
-            [head, rest @ ..] => {
-                let rest_audio = (total - head).max(f64::EPSILON);
-                std::iter::once(first)
-                    .chain(rest.iter().map(|s| compute * s / rest_audio))
-                    .collect()
-            }
-        }
-    }
 }
 
 /// Paces the chunks of one synthesis against the capacity model, as processor sharing: work
@@ -171,19 +152,6 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schedule_starts_with_the_first_chunk_and_ends_at_the_total() {
-        let t = Timing {
-            first_chunk: Duration::from_millis(200),
-            rtf: 0.1,
-        };
-        let s = t.schedule(&[0.5, 0.5, 0.25]);
-        assert!((s[0] - 0.2).abs() < 1e-12);
-        assert!((s.iter().sum::<f64>() - (0.2 + 0.125)).abs() < 1e-12);
-        assert_eq!(t.schedule(&[0.5]), vec![0.2 + 0.05]);
-        assert!(t.schedule(&[]).is_empty());
-    }
 
     #[test]
     fn guard_counts_and_slow_overload_stretches() {

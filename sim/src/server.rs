@@ -58,7 +58,7 @@ pub async fn serve(args: Args) -> std::io::Result<()> {
         }
     });
     let app = match args.serve {
-        Serve::Fastapi => router(state),
+        Serve::Fastapi => router(state, args.json_health),
         Serve::Gradio => gradio_router(state),
     };
     axum::serve(listener, app).await

@@ -2,7 +2,7 @@
 //! armed fault, the counters of `/__sim/stats` and the record of the last synthesis request
 //! (`/__sim/last`).
 
-use super::cli::{Args, ModelKind};
+use super::cli::{Args, ModelKind, UpstreamBug};
 use super::faults::Faults;
 use super::model::{Capacity, Timing, SFT_SPEAKERS};
 use serde::Serialize;
@@ -22,6 +22,8 @@ pub struct SimState {
     pub faults: Faults,
     /// The preset speakers `sft` knows (`--speakers`); any other `spk_id` fails.
     pub speakers: Vec<String>,
+    /// `--upstream-bug`.
+    pub upstream_bug: Option<UpstreamBug>,
     requests: AtomicU64,
     missing_endofprompt: AtomicU64,
     gradio_queue_full: AtomicU64,
@@ -61,12 +63,18 @@ pub struct LastRequest {
 pub struct Prompt {
     pub bytes: bytes::Bytes,
     pub sha256: [u8; 32],
+    /// Audio seconds, once the WAV was parsed.
+    pub secs: f64,
 }
 
 impl Prompt {
     pub fn new(bytes: bytes::Bytes) -> Self {
         let sha256 = Sha256::digest(&bytes).into();
-        Prompt { bytes, sha256 }
+        Prompt {
+            bytes,
+            sha256,
+            secs: 0.0,
+        }
     }
 }
 
@@ -121,6 +129,7 @@ impl SimState {
                 (None, ModelKind::Cosyvoice3) => Vec::new(),
                 (None, ModelKind::Cosyvoice2) => SFT_SPEAKERS.iter().map(|s| s.to_string()).collect(),
             },
+            upstream_bug: args.upstream_bug,
             requests: AtomicU64::new(0),
             missing_endofprompt: AtomicU64::new(0),
             gradio_queue_full: AtomicU64::new(0),

@@ -1,7 +1,11 @@
 //! Running one synthesis: applying the armed fault, holding a GPU slot while the audio is
 //! produced, pacing it, and shaping the answer: FastAPI's chunked raw PCM (headers at once,
-//! as Starlette's `StreamingResponse` sends them, then one chunk per half second of audio),
-//! or a complete WAV for `/generate`.
+//! as Starlette's `StreamingResponse` sends them, then one chunk per text segment, each sent
+//! once the whole segment is synthesized), or a complete WAV for `/generate`.
+//!
+//! A streamed synthesis runs in its own task that owns the GPU slot, as CosyVoice's generator
+//! does: a client that hangs up is noticed only when the current segment is done, so its slot
+//! stays busy until then.
 //!
 //! A cut connection is a body stream that yields an error: hyper then aborts the response
 //! without its terminating chunk (or short of its Content-Length).
@@ -33,69 +37,51 @@ pub struct Job {
 /// How the model itself behaves for a request that passed validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
-    /// Speaks.
+    /// Speaks (a text with no speakable character: 200 with an empty body).
     Speak,
     /// Fails inside the streaming generator: 200, then the connection is cut with no audio
-    /// (the real server's unknown `spk_id`).
+    /// (unknown `spk_id`, missing `<|endofprompt|>`, prompt over 30 s, ...).
     FailInStream,
-    /// Never produces audio (CosyVoice3 without `<|endofprompt|>`): 200, then silence forever.
-    HangInStream,
 }
 
 /// One step of a response body.
 enum Step {
-    /// Compute for this many nominal seconds.
-    Work(f64),
     Send(Bytes),
     /// Cut the connection.
     Cut,
-    /// Never go on.
-    Hang,
 }
 
-/// The PCM of `job` and the schedule to produce it in chunks.
-pub(crate) fn produce(state: &SimState, job: &Job) -> (Bytes, Vec<(Bytes, f64)>) {
+/// The PCM of one segment of `job`.
+pub(crate) fn segment_pcm(state: &SimState, job: &Job, segment: &str) -> Bytes {
     let key = AudioKey {
-        text: &job.text,
+        text: segment,
         prompt_sha256: job.prompt_sha256,
         seed: job.seed,
         speed: job.speed,
     };
-    let pcm = Bytes::from(audio::synthesize(&key, state.sample_rate));
-    let step = audio::chunk_bytes(state.sample_rate);
-    let chunks: Vec<Bytes> = (0..pcm.len())
-        .step_by(step)
-        .map(|start| pcm.slice(start..(start + step).min(pcm.len())))
-        .collect();
-    let bytes_per_sec = 2.0 * f64::from(state.sample_rate.max(1));
-    let secs: Vec<f64> = chunks.iter().map(|c| c.len() as f64 / bytes_per_sec).collect();
-    let work = state.timing.schedule(&secs);
-    (pcm, chunks.into_iter().zip(work).collect())
+    Bytes::from(audio::synthesize(&key, state.sample_rate))
 }
 
-/// The body of a response: runs `steps`, holding the GPU slot until the body is dropped.
-fn body(state: &SimState, guard: InflightGuard, steps: VecDeque<Step>) -> Body {
-    let pacer = Pacer::new(Arc::clone(&state.capacity));
-    let stream = futures_util::stream::unfold(
-        (guard, pacer, steps),
-        |(guard, mut pacer, mut steps)| async move {
-            loop {
-                match steps.pop_front()? {
-                    Step::Work(secs) => pacer.work(secs).await,
-                    Step::Send(chunk) => return Some((Ok(chunk), (guard, pacer, steps))),
-                    Step::Cut => {
-                        // Let hyper flush what was sent (headers, a chunk) before the abort,
-                        // which otherwise discards its write buffer.
-                        tokio::time::sleep(CUT_FLUSH_GRACE).await;
-                        steps.clear();
-                        let err = std::io::Error::other("synthesis failed: connection cut");
-                        return Some((Err(err), (guard, pacer, steps)));
-                    }
-                    Step::Hang => std::future::pending::<()>().await,
-                }
+/// Seconds of audio in `pcm` at the sim's sample rate.
+pub(crate) fn pcm_secs(state: &SimState, pcm: &[u8]) -> f64 {
+    pcm.len() as f64 / (2.0 * f64::from(state.sample_rate.max(1)))
+}
+
+/// A body that runs `steps`, holding the GPU slot until it is dropped.
+fn body(guard: InflightGuard, steps: VecDeque<Step>) -> Body {
+    let stream = futures_util::stream::unfold((guard, steps), |(guard, mut steps)| async move {
+        match steps.pop_front()? {
+            Step::Send(chunk) => Some((Ok(chunk), (guard, steps))),
+            Step::Cut => {
+                // Let hyper flush what was sent (headers, a chunk) before the abort, which
+                // otherwise discards its write buffer.
+                tokio::time::sleep(CUT_FLUSH_GRACE).await;
+                steps.clear();
+                let err = std::io::Error::other("synthesis failed: connection cut");
+                Some((Err(err), (guard, steps)))
             }
-        },
-    );
+        }
+    });
     Body::from_stream(stream)
 }
 
@@ -137,7 +123,10 @@ fn endless(guard: InflightGuard, head: Bytes) -> Response {
     Response::new(Body::from_stream(stream))
 }
 
-/// FastAPI answer: `200`, no Content-Type, chunked raw int16 LE mono PCM.
+/// FastAPI answer: `200`, no Content-Type, chunked raw int16 LE mono PCM, one chunk per
+/// segment. The first goes out after `--first-chunk-ms` (the model's start: frontend, prompt
+/// features) plus the synthesis of the whole first segment (`rtf` × its audio); each next one
+/// after its own synthesis.
 pub async fn stream_pcm(state: Arc<SimState>, job: Job, behaviour: Behaviour) -> Response {
     let fault = state.faults.take();
     if let Some(resp) = pre_answer_fault(&state, fault).await {
@@ -147,26 +136,46 @@ pub async fn stream_pcm(state: Arc<SimState>, job: Job, behaviour: Behaviour) ->
     if fault == Some(FaultKind::Endless) {
         return endless(guard, Bytes::new());
     }
+    if behaviour == Behaviour::FailInStream {
+        return Response::new(body(guard, VecDeque::from([Step::Cut])));
+    }
     let truncate = fault == Some(FaultKind::Truncate);
-    let mut steps = VecDeque::new();
-    match behaviour {
-        Behaviour::HangInStream => steps.push_back(Step::Hang),
-        Behaviour::FailInStream => steps.push_back(Step::Cut),
-        Behaviour::Speak => {
-            let (_, chunks) = produce(&state, &job);
-            for (chunk, work) in chunks {
-                steps.push_back(Step::Work(work));
-                steps.push_back(Step::Send(chunk));
-                if truncate {
-                    break;
-                }
+    let segments: Vec<String> = audio::segments(&job.text)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    // One segment in hand at most: the generator runs ahead of the client by one chunk.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    let task_state = Arc::clone(&state);
+    tokio::spawn(async move {
+        let state = task_state;
+        let _slot = guard;
+        if segments.is_empty() {
+            return;
+        }
+        let mut pacer = Pacer::new(Arc::clone(&state.capacity));
+        pacer.work(state.timing.first_chunk.as_secs_f64()).await;
+        for segment in &segments {
+            let pcm = segment_pcm(&state, &job, segment);
+            pacer.work(state.timing.rtf * pcm_secs(&state, &pcm)).await;
+            if tx.send(Ok(pcm)).await.is_err() {
+                log::debug!("client gone: synthesis stopped after its current segment");
+                return;
             }
             if truncate {
-                steps.push_back(Step::Cut);
+                tokio::time::sleep(CUT_FLUSH_GRACE).await;
+                let _ = tx
+                    .send(Err(std::io::Error::other("synthesis failed: connection cut")))
+                    .await;
+                return;
             }
         }
-    }
-    Response::new(body(&state, guard, steps))
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item, rx))
+    });
+    Response::new(Body::from_stream(stream))
 }
 
 /// `/generate` answer: after the whole synthesis time, `200 audio/wav` with Content-Length.
@@ -191,7 +200,11 @@ pub async fn complete_wav(state: Arc<SimState>, job: Job) -> Response {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
         return resp;
     }
-    let (pcm, chunks) = produce(&state, &job);
+    let chunks: Vec<Bytes> = audio::segments(&job.text)
+        .into_iter()
+        .map(|segment| segment_pcm(&state, &job, segment))
+        .collect();
+    let pcm = chunks.concat();
     let wav = match pcm16_to_wav(&pcm, state.sample_rate) {
         Ok(w) => Bytes::from(w),
         Err(e) => {
@@ -200,15 +213,14 @@ pub async fn complete_wav(state: Arc<SimState>, job: Job) -> Response {
         }
     };
     let mut pacer = Pacer::new(Arc::clone(&state.capacity));
-    for (_, work) in &chunks {
-        pacer.work(*work).await;
-    }
+    pacer.work(state.timing.first_chunk.as_secs_f64()).await;
+    pacer.work(state.timing.rtf * pcm_secs(&state, &pcm)).await;
     let len = wav.len();
     let body = if fault == Some(FaultKind::Truncate) {
-        let first = chunks.first().map_or(0, |(c, _)| c.len());
+        let first = chunks.first().map_or(0, Bytes::len);
         let cut = (cosygate_wav::WAV_HEADER_LEN + first).min(len.saturating_sub(1));
         let steps = VecDeque::from([Step::Send(wav.slice(..cut)), Step::Cut]);
-        body(&state, guard, steps)
+        body(guard, steps)
     } else {
         drop(guard);
         Body::from(wav)

@@ -1,6 +1,6 @@
 //! The `cosyvoice-sim` binary over real HTTP: the FastAPI routes' wire format, FastAPI's
 //! errors, the JSON `/generate`, deterministic audio, the `/__sim` hooks, every fault kind,
-//! the overload modes and CosyVoice3's `<|endofprompt|>` hang.
+//! the overload modes and CosyVoice3's fast failure without `<|endofprompt|>`.
 
 // The harness and the WAV answer check the gateway's tests use too (it starts this package's
 // binary, `CARGO_BIN_EXE_cosyvoice-sim`).
@@ -12,6 +12,7 @@ mod harness;
 mod http;
 
 use base64::Engine;
+use cosyvoice_sim::audio::{duration_secs, segments};
 use harness::{test_wav, Sim};
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
@@ -20,6 +21,19 @@ use std::time::{Duration, Instant};
 
 const FAST: &[&str] = &["--rtf", "0.01", "--first-chunk-ms", "10"];
 const MARK: &str = "You are a helpful assistant.<|endofprompt|>";
+
+/// Three segments (60 + 60 + 30 words): 15 sentences of 10 words and 38 letters.
+fn three_segments() -> String {
+    "Ten words of text make one sentence of the test. ".repeat(15)
+}
+
+/// Bytes of 24 kHz PCM the sim streams for `text`: each segment's audio, in whole samples.
+fn pcm_len(text: &str) -> usize {
+    segments(text)
+        .iter()
+        .map(|s| (duration_secs(s, 1.0) * 24000.0).round() as usize * 2)
+        .sum()
+}
 
 fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -101,19 +115,28 @@ async fn every_fastapi_route_streams_deterministic_pcm_that_grows_with_the_text(
     let sim = Sim::start(FAST);
     let prompt = test_wav(1.0, 16000);
     let short = "Hello.";
-    let long = "This sentence is quite a bit longer than the first one, for sure.";
+    let long = three_segments();
+    let long = long.as_str();
     for route in ROUTES {
         let (a, _) = fastapi(&sim, route, short, &prompt, false).await;
         let (b, chunks) = fastapi(&sim, route, long, &prompt, false).await;
         let (again, _) = fastapi(&sim, route, long, &prompt, true).await;
         assert_eq!(
             a.len(),
-            24000,
-            "{route}: 0.5 s minimum at 24 kHz, 2 bytes a sample"
+            16800,
+            "{route}: 5 letters at 0.07 s, 24 kHz, 2 bytes a sample"
         );
-        let expected = (long.chars().count() as f64 * 0.06 * 24000.0).round() as usize * 2;
-        assert_eq!(b.len(), expected, "{route}: 0.06 s a character");
-        assert!(chunks >= 4, "{route}: streamed in several chunks, got {chunks}");
+        assert_eq!(segments(long).len(), 3);
+        let expected = (15.0 * 38.0 * 0.07 * 24000.0_f64).round() as usize * 2;
+        assert_eq!(
+            (b.len(), pcm_len(long)),
+            (expected, expected),
+            "{route}: 0.07 s a letter"
+        );
+        assert!(
+            chunks >= 3,
+            "{route}: one chunk (or more reads) per segment, got {chunks}"
+        );
         assert_eq!(b, again, "{route}: deterministic, GET like POST");
         assert!(b.iter().any(|&x| x != 0), "{route}: not silence");
     }
@@ -131,7 +154,10 @@ async fn every_fastapi_route_streams_deterministic_pcm_that_grows_with_the_text(
 #[tokio::test]
 async fn first_chunk_and_total_follow_the_latency_model() {
     let sim = Sim::start(&["--rtf", "0.1", "--first-chunk-ms", "300"]);
-    let text = "x".repeat(50); // 3 s of audio: first chunk at 0.3 s, the end at 0.6 s
+    // Two segments of 60 one-letter words, 4.2 s of audio each: the first chunk once the
+    // first segment is done (0.3 + 0.42 s), the end after the second (1.14 s).
+    let text = "a b c d e f g h i j. ".repeat(12);
+    assert_eq!(segments(&text).len(), 2);
     let fields = route_fields("/inference_sft", &text);
     let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let start = Instant::now();
@@ -149,17 +175,17 @@ async fn first_chunk_and_total_follow_the_latency_model() {
         total += c.len();
     }
     let end_at = start.elapsed();
-    assert_eq!(total, 3 * 24000 * 2);
+    assert_eq!(total, 2 * 4200 * 48);
     assert!(
         headers_at < Duration::from_millis(250),
         "headers at once, like Starlette: {headers_at:?}"
     );
     assert!(
-        first_at >= Duration::from_millis(290) && first_at < Duration::from_millis(550),
-        "first chunk at {first_at:?}"
+        first_at >= Duration::from_millis(710) && first_at < Duration::from_millis(1000),
+        "first chunk after start-up and the whole first segment, at {first_at:?}"
     );
     assert!(
-        end_at >= Duration::from_millis(590) && end_at < Duration::from_millis(1500),
+        end_at >= Duration::from_millis(1130) && end_at < Duration::from_millis(2000),
         "end at {end_at:?}"
     );
 }
@@ -241,7 +267,7 @@ async fn generate_answers_a_complete_wav_matching_the_fastapi_audio() {
     let c = client(Duration::from_secs(10));
     let prompt = test_wav(1.0, 16000);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&prompt);
-    let text = "Twenty characters!!!"; // 20 chars: 1.2 s at speed 1
+    let text = "Twenty characters!!!"; // 16 letters: 1.12 s at speed 1
     let post = |body: Value| {
         let c = c.clone();
         let url = sim.url("/generate");
@@ -255,7 +281,7 @@ async fn generate_answers_a_complete_wav_matching_the_fastapi_audio() {
         (24000, 1, 16)
     );
     assert!(
-        (info.duration_secs() - 1.2 / 1.5).abs() < 0.001,
+        (info.duration_secs() - 1.12 / 1.5).abs() < 0.001,
         "duration {}",
         info.duration_secs()
     );
@@ -355,7 +381,10 @@ async fn last_reports_a_ten_megabyte_multipart_prompt_byte_exact() {
         .await
         .expect("answer");
     assert_eq!(resp.status(), 200);
-    resp.bytes().await.expect("complete body");
+    assert!(
+        resp.bytes().await.is_err(),
+        "a prompt of 312 s (over 30 s) fails inside the stream"
+    );
     let last = sim.last().await;
     assert_eq!(last["route"], "/inference_zero_shot");
     assert_eq!(last["method"], "POST");
@@ -414,13 +443,16 @@ async fn each_fault_kind_fails_the_next_requests_its_way() {
         .await
         .expect("answer");
     assert_eq!(resp.status(), 200);
-    let first = resp
-        .chunk()
-        .await
-        .expect("the first chunk arrives")
-        .expect("some audio");
-    assert_eq!(first.len(), 24000, "one chunk of half a second");
-    assert!(resp.chunk().await.is_err(), "then the stream is cut");
+    let mut first = 0;
+    let cut = loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => first += c.len(),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert_eq!(first, 104_160, "the first segment: 31 letters, 2.17 s");
+    assert!(cut, "then the stream is cut");
 
     sim.fault("truncate", 1).await;
     let body = json!({"text": "Fault line, long enough for two chunks.", "mode": "sft", "spk_id": "中文女"});
@@ -502,8 +534,15 @@ async fn fault_hook_refuses_bad_json_and_reset_clears() {
         .await
         .expect("answer");
     assert_eq!(resp.status(), 200, "the fault was cleared");
-    // The probes a health checker uses.
+    // The probes a health checker uses: FastAPI has no /health, only with --json-health.
     let resp = c.get(sim.url("/health")).send().await.expect("answer");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.json::<Value>().await.expect("json"),
+        json!({"detail": "Not Found"})
+    );
+    let json_sim = Sim::start(&["--json-health"]);
+    let resp = c.get(json_sim.url("/health")).send().await.expect("answer");
     assert_eq!(resp.json::<Value>().await.expect("json"), json!({"status": "ok"}));
     let resp = c.get(sim.url("/docs")).send().await.expect("answer");
     assert_eq!(resp.status(), 200);
@@ -597,7 +636,7 @@ async fn over_capacity_oom_kills_the_process() {
 }
 
 #[tokio::test]
-async fn cosyvoice3_hangs_without_endofprompt_but_cosyvoice2_does_not() {
+async fn cosyvoice3_fails_fast_without_endofprompt_but_cosyvoice2_does_not() {
     let prompt = test_wav(0.5, 16000);
     let cases = [
         (
@@ -620,29 +659,53 @@ async fn cosyvoice3_hangs_without_endofprompt_but_cosyvoice2_does_not() {
             .await
             .expect("answer");
         assert_eq!(resp.status(), 200, "cosyvoice2 {route}");
-        assert_eq!(resp.bytes().await.expect("complete").len(), 24000);
+        assert_eq!(
+            resp.bytes().await.expect("complete").len(),
+            6720,
+            "2 letters, 0.14 s"
+        );
 
-        let short = client(Duration::from_millis(300));
-        let outcome = async {
-            short
-                .post(v3.url(route))
-                .multipart(form(fields, Some(&prompt)))
-                .send()
-                .await?
-                .bytes()
-                .await
-        }
-        .await;
-        let err = outcome.expect_err("cosyvoice3 never finishes");
-        assert!(err.is_timeout(), "{route}: {err}");
+        let start = Instant::now();
+        let resp = client(Duration::from_secs(5))
+            .post(v3.url(route))
+            .multipart(form(fields, Some(&prompt)))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(
+            resp.status(),
+            200,
+            "cosyvoice3 {route}: the failure is inside the stream"
+        );
+        let err = resp.bytes().await.expect_err("cosyvoice3 cuts the stream");
+        assert!(!err.is_timeout(), "{route}: a cut, not a hang: {err}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{route}: fails fast");
     }
+    // The check spans prompt_text + tts_text: the marker in either field will do.
+    let resp = client(Duration::from_secs(5))
+        .post(v3.url("/inference_zero_shot"))
+        .multipart(form(
+            &[
+                ("tts_text", "<|endofprompt|>Hi."),
+                ("prompt_text", "just the transcript"),
+            ],
+            Some(&prompt),
+        ))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        resp.bytes().await.expect("complete").len(),
+        6720,
+        "2 letters, 0.14 s"
+    );
     let stats = v3
-        .wait_stats(Duration::from_secs(5), "hung requests released", |s| {
+        .wait_stats(Duration::from_secs(5), "failed requests released", |s| {
             s["inflight"] == 0
         })
         .await;
     assert_eq!(stats["missing_endofprompt"], 3);
-    assert_eq!(stats["requests"], 3);
+    assert_eq!(stats["requests"], 4);
     assert_eq!(v2.stats().await["missing_endofprompt"], 0);
 }
 
@@ -711,4 +774,124 @@ async fn the_endless_fault_streams_audio_until_the_client_stops_reading() {
         s["inflight"] == 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn upstream_server_behaviours() {
+    let sim = Sim::start(&["--model", "cosyvoice3", "--rtf", "0.5", "--first-chunk-ms", "10"]);
+    let c = client(Duration::from_secs(5));
+    let prompt = test_wav(1.0, 16000);
+    let cut = |resp: reqwest::Response| async move {
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.is_err()
+    };
+    // GET with an urlencoded body, as CosyVoice's client.py: the body is the form, not the
+    // query string. CosyVoice3 ships no speaker: 200 then a cut.
+    let resp = c
+        .get(sim.url("/inference_sft"))
+        .form(&[("tts_text", "Hi."), ("spk_id", "中文女")])
+        .send()
+        .await
+        .expect("answer");
+    assert!(cut(resp).await, "no preset speaker in CosyVoice3");
+    assert_eq!(
+        sim.last().await["fields"],
+        json!({"tts_text": "Hi.", "spk_id": "中文女"})
+    );
+    let resp = c
+        .get(sim.url("/inference_sft?tts_text=Hi.&spk_id=x"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 422, "the query string is not the form");
+    // /inference_instruct exists, and fails in the stream on CosyVoice3.
+    let resp = c
+        .get(sim.url("/inference_instruct"))
+        .form(&[
+            ("tts_text", "Hi."),
+            ("spk_id", "a"),
+            ("instruct_text", "Calm.<|endofprompt|>"),
+        ])
+        .send()
+        .await
+        .expect("answer");
+    assert!(cut(resp).await, "inference_instruct on CosyVoice3");
+    // Nothing speakable: 200, an empty and complete body.
+    let resp = c
+        .post(sim.url("/inference_cross_lingual"))
+        .multipart(form(&[("tts_text", "<|endofprompt|> ... !?")], Some(&prompt)))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.expect("complete").is_empty());
+    // A string part over 1 MiB: Starlette's 400 at once.
+    let big = format!("{MARK}{}", "x".repeat(1024 * 1024));
+    let resp = c
+        .post(sim.url("/inference_cross_lingual"))
+        .multipart(form(&[("tts_text", &big)], Some(&prompt)))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.expect("json"),
+        json!({"detail": "Part exceeded maximum size of 1024KB."})
+    );
+    // A client that hangs up after the headers keeps the slot until its segment is done:
+    // "Ten words ..." x15 starts with a 60-word segment of 15.96 s, 8 s of work at rtf 0.5.
+    let text = format!("{MARK}{}", three_segments());
+    let resp = c
+        .post(sim.url("/inference_cross_lingual"))
+        .multipart(form(&[("tts_text", &text)], Some(&prompt)))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let gone = Instant::now();
+    assert_eq!(
+        sim.stats().await["inflight"],
+        1,
+        "still synthesizing the first segment"
+    );
+    sim.wait_stats(Duration::from_secs(15), "the slot freed", |s| s["inflight"] == 0)
+        .await;
+    assert!(
+        gone.elapsed() > Duration::from_secs(5),
+        "freed after the segment: {:?}",
+        gone.elapsed()
+    );
+
+    // --upstream-bug tensor: every prompt route fails in the stream, sft still works.
+    let buggy = Sim::start(&[
+        "--upstream-bug",
+        "tensor",
+        "--model",
+        "cosyvoice2",
+        "--rtf",
+        "0.01",
+    ]);
+    for route in [
+        "/inference_zero_shot",
+        "/inference_cross_lingual",
+        "/inference_instruct2",
+    ] {
+        let fields = route_fields(route, "Hi.");
+        let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = c
+            .post(buggy.url(route))
+            .multipart(form(&refs, Some(&prompt)))
+            .send()
+            .await
+            .expect("answer");
+        assert!(cut(resp).await, "{route} under --upstream-bug tensor");
+    }
+    let resp = c
+        .post(buggy.url("/inference_sft"))
+        .multipart(form(&[("tts_text", "Hi."), ("spk_id", "中文女")], None))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.bytes().await.expect("complete").len(), 6720);
 }

@@ -34,6 +34,8 @@ pub struct BackendRow {
     pub restarts: u64,
     /// `ok`, `restarting`, `warming`, `failed`; `unsupervised` without a `restart:` section.
     pub supervisor: &'static str,
+    /// False while it fails its deep probe (`health.synthesize_every`); true otherwise.
+    pub synthesizes: bool,
 }
 
 /// One pool's queue, for the status page.
@@ -79,6 +81,7 @@ impl StateView {
                     max_concurrency: b.max_concurrency,
                     restarts: watched.map_or(0, |w| w.0),
                     supervisor: watched.map_or("unsupervised", |w| w.1.as_str()),
+                    synthesizes: !pool.deep.failing(b.addr),
                 });
             }
         }
@@ -177,6 +180,9 @@ impl StateView {
                     Circuit::Open => 2,
                 };
                 metrics::CIRCUIT_STATE.with_label_values(&label).set(state);
+                metrics::BACKEND_CANNOT_SYNTHESIZE
+                    .with_label_values(&label)
+                    .set(i64::from(pool.deep.failing(b.addr)));
             }
             metrics::POOL_BACKENDS_HEALTHY
                 .with_label_values(&[name])

@@ -2,6 +2,7 @@
 //! the synthesis call that turns a validated request into a checked WAV or a clear error.
 
 pub mod attempt;
+pub mod deep_probe;
 pub mod fallback;
 pub mod gradio;
 pub mod multipart;

@@ -6,12 +6,13 @@ use crate::config::PoolConf;
 use crate::schedule::{HealthFn, RetryBudget, Scheduler};
 use async_trait::async_trait;
 use log::{info, warn};
+use parking_lot::Mutex;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthObserve, HttpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::services::background::{background_service, GenBackgroundService};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,6 +25,30 @@ pub struct BackendPool {
     pub scheduler: Arc<Scheduler>,
     /// How many retries the pool may still send (`retry.budget_*`).
     pub retry_budget: RetryBudget,
+    /// Backends that failed their last deep probe (`health.synthesize_every`).
+    pub deep: Arc<DeepHealth>,
+}
+
+/// The deep probe's verdicts: which backends answer liveness checks but cannot synthesize.
+#[derive(Debug, Default)]
+pub struct DeepHealth {
+    failing: Mutex<HashSet<SocketAddr>>,
+}
+
+impl DeepHealth {
+    pub fn failing(&self, addr: SocketAddr) -> bool {
+        self.failing.lock().contains(&addr)
+    }
+
+    /// Records a probe's verdict; true when it changed.
+    pub fn record(&self, addr: SocketAddr, synthesizes: bool) -> bool {
+        let mut failing = self.failing.lock();
+        if synthesizes {
+            failing.remove(&addr)
+        } else {
+            failing.insert(addr)
+        }
+    }
 }
 
 impl BackendPool {
@@ -48,8 +73,10 @@ impl BackendPool {
             .filter_map(|b| b.addr.as_inet().map(|a| (*a, b.clone())))
             .collect();
         let health_lb = lb.clone();
+        let deep = Arc::new(DeepHealth::default());
+        let deep_verdicts = deep.clone();
         let healthy: HealthFn = Arc::new(move |addr: SocketAddr| {
-            by_addr.get(&addr).is_some_and(|b| health_lb.backends().ready(b))
+            by_addr.get(&addr).is_some_and(|b| health_lb.backends().ready(b)) && !deep_verdicts.failing(addr)
         });
         let addrs: Vec<SocketAddr> = conf.backends.0.iter().map(|b| b.addr).collect();
         let scheduler = Scheduler::new(
@@ -71,17 +98,23 @@ impl BackendPool {
             lb,
             scheduler,
             retry_budget,
+            deep,
         });
         Ok((pool, service))
     }
 
-    /// Every backend with its current health.
+    /// Every backend with its current health: it passes its liveness check and did not fail
+    /// its last deep probe.
     pub fn backends(&self) -> Vec<(SocketAddr, bool)> {
         let backends = self.lb.backends();
         backends
             .get_backend()
             .iter()
-            .filter_map(|b| b.addr.as_inet().map(|a| (*a, backends.ready(b))))
+            .filter_map(|b| {
+                b.addr
+                    .as_inet()
+                    .map(|a| (*a, backends.ready(b) && !self.deep.failing(*a)))
+            })
             .collect()
     }
 }

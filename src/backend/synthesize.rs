@@ -16,13 +16,15 @@
 //!   open breakers by exhausting the retry budget.
 
 use super::attempt::AttemptError;
-use super::{protocol, BackendPool, PoolSet, Prepared, Synthesis};
+use super::{protocol, BackendPool, PoolSet, Prepared, Synthesis, UpstreamRequest};
 use crate::metrics;
 use crate::schedule::QueueError;
 use crate::synth::{Report, SynthError};
+use bytes::Bytes;
 use log::{info, warn};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// How a failure that may be the request's fault looked, to compare it across backends.
@@ -158,7 +160,7 @@ impl PoolSet {
             let sent_at = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);
-            let outcome = protocol::run(&self.connector, conf, addr, upstream, request_id, limit).await;
+            let outcome = self.attempt(pool, upstream, addr, request_id, limit).await;
             let e = match outcome {
                 Ok(wav) => {
                     metrics::BACKEND_DURATION
@@ -234,6 +236,22 @@ impl PoolSet {
             });
         }
         Err(last.unwrap_or_else(|| queue_error(pool, QueueError::NoBackend)))
+    }
+}
+
+impl PoolSet {
+    /// One attempt of `upstream` on the backend `addr` within `limit`: the request in the pool's
+    /// protocol, the answer decoded into a checked WAV. The synthesis above and the deep health
+    /// probe (`deep_probe.rs`) both go through here.
+    pub async fn attempt(
+        &self,
+        pool: &BackendPool,
+        upstream: &UpstreamRequest,
+        addr: SocketAddr,
+        request_id: &str,
+        limit: Duration,
+    ) -> Result<Bytes, AttemptError> {
+        protocol::run(&self.connector, &pool.conf, addr, upstream, request_id, limit).await
     }
 }
 

@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Longest a 202 waits for its job's creation record (disk, Redis) to be written.
+const JOB_RECORD_WAIT: Duration = Duration::from_secs(1);
+
 /// Bodies larger than this are validated off the worker threads (`validate_off_thread`).
 const HEAVY_BODY: usize = 1024 * 1024;
 
@@ -171,6 +174,7 @@ impl Gateway {
         }
         let id = self.jobs.create(&caller.owner(), progress.clone(), task)?;
         guard.0 = None; // the job owns the task now
+        self.jobs.recorded(&id, JOB_RECORD_WAIT).await;
         self.send_job_status(session, ctx, 202, &id, &progress).await;
         Ok(())
     }

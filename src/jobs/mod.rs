@@ -127,6 +127,8 @@ pub struct Jobs {
     store: Mutex<Store>,
     /// Where other processes read this one's jobs (None: memory only).
     records: Option<Arc<JobRecords>>,
+    /// Jobs whose creation record is being written, told when it is (see [`Jobs::recorded`]).
+    recording: Mutex<HashMap<String, tokio::sync::oneshot::Receiver<()>>>,
     keep: Duration,
     max: usize,
     max_bytes: usize,
@@ -171,6 +173,7 @@ impl Jobs {
         Self {
             store: Mutex::new(Store::default()),
             records: None,
+            recording: Mutex::new(HashMap::new()),
             keep: conf.keep.0,
             max: conf.max.max(1),
             max_bytes: usize::try_from(conf.max_bytes.0).unwrap_or(usize::MAX),
@@ -219,7 +222,8 @@ impl Jobs {
             id
         };
         if let Some(records) = &self.records {
-            records.created(&id, owner);
+            let written = records.created(&id, owner);
+            self.recording.lock().insert(id.clone(), written);
         }
         let jobs = Arc::clone(self);
         let watched = id.clone();
@@ -235,6 +239,15 @@ impl Jobs {
     pub fn check_quota(&self, owner: &str) -> Result<(), JobError> {
         let store = self.store.lock();
         self.quota_left(&store, &quota_key(owner))
+    }
+
+    /// Waits (at most `limit`) until the job's creation record is written, so every instance
+    /// finds the job as soon as its 202 is out. At once without records.
+    pub async fn recorded(&self, id: &str, limit: Duration) {
+        let written = self.recording.lock().remove(id);
+        if let Some(written) = written {
+            let _ = tokio::time::timeout(limit, written).await;
+        }
     }
 
     /// Like [`get`](Self::get), and when this process does not know the job, as another
@@ -300,6 +313,7 @@ impl Jobs {
                 _ => JOB_OVERHEAD,
             }
         };
+        self.recording.lock().remove(id);
         if let Some(records) = &self.records {
             if let Phase::Done(result) = &*job.progress.lock() {
                 records.finished(id, &job.owner, result);

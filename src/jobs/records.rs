@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How often expired disk records are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -70,6 +70,8 @@ enum Write {
         id: String,
         record: Record,
         wav: Option<Bytes>,
+        /// Told when the record is written (or failed to be).
+        written: Option<oneshot::Sender<()>>,
     },
     Remove {
         id: String,
@@ -140,17 +142,22 @@ impl JobRecords {
         self.writes.load(Ordering::Acquire)
     }
 
-    /// Records a job that has just been created (running).
-    pub fn created(&self, id: &str, owner: &str) {
+    /// Records a job that has just been created (running). The receiver completes once the
+    /// record is written, so the 202 can wait for it: a poll at another instance right after
+    /// the 202 then finds the job.
+    pub fn created(&self, id: &str, owner: &str) -> oneshot::Receiver<()> {
         let record = Record {
             owner: owner.to_string(),
             outcome: None,
         };
+        let (written, receiver) = oneshot::channel();
         self.enqueue(Write::Save {
             id: id.to_string(),
             record,
             wav: None,
+            written: Some(written),
         });
+        receiver
     }
 
     /// Records a job's end: its answer with the WAV, or its error.
@@ -167,6 +174,7 @@ impl JobRecords {
             id: id.to_string(),
             record,
             wav,
+            written: None,
         });
     }
 
@@ -185,7 +193,17 @@ impl JobRecords {
 
     async fn write(&self, write: Write) {
         match write {
-            Write::Save { id, record, wav } => self.save(&id, &record, wav).await,
+            Write::Save {
+                id,
+                record,
+                wav,
+                written,
+            } => {
+                self.save(&id, &record, wav).await;
+                if let Some(written) = written {
+                    let _ = written.send(());
+                }
+            }
             Write::Remove { id } => self.remove(&id).await,
         }
         self.writes.fetch_sub(1, Ordering::AcqRel);

@@ -153,6 +153,28 @@ metric! {
     )
 }
 
+metric! {
+    /// Deep health probes (`health.synthesize_every`) by backend and result (`ok`, `failed`).
+    DEEP_PROBES: IntCounterVec = IntCounterVec::new(
+        opts(
+            "cosygate_deep_probes_total",
+            "Deep health probes (a tiny synthesis, its audio checked) by backend and result",
+        ),
+        &["backend", "result"],
+    )
+}
+
+metric! {
+    /// 1 while the backend fails its deep probe (it gets no traffic).
+    BACKEND_CANNOT_SYNTHESIZE: IntGaugeVec = IntGaugeVec::new(
+        opts(
+            "cosygate_backend_cannot_synthesize",
+            "1 while the backend passes its liveness check but failed its last deep probe",
+        ),
+        &["backend"],
+    )
+}
+
 pub(super) fn touch() {
     let _ = (&*QUEUE_DEPTH, &*QUEUE_CAPACITY, &*QUEUE_WAIT, &*BACKEND_DURATION);
     let _ = (

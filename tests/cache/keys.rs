@@ -2,7 +2,7 @@
 //! (text, mode, prompt, speaker, seed, pool, speed, model_version) gives one of its own.
 
 use crate::common::gateway::{pool_yaml, Gateway};
-use crate::common::sim::{test_wav, Sim};
+use crate::common::sim::{args_for, test_wav, Sim};
 use crate::support::{b64, requests, send, sft, stored, FAST};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -12,7 +12,7 @@ const NFD_TEXT: &str = "Un cafe\u{301}, s'il vous plai\u{302}t.";
 
 #[tokio::test]
 async fn equivalent_requests_share_a_key_and_every_field_that_matters_changes_it() {
-    let sim = Sim::start(FAST);
+    let sim = Sim::start(&args_for("generate_json", FAST));
     // Two pools on the same sim: `json` (generate_json) takes `speed`.
     let pools = format!(
         "  default_pool: cosyvoice\n{}    json:\n      protocol: generate_json\n      health: {{ interval: 200ms, timeout: 500ms }}\n      speakers: [中文女, 中文男]\n      backends:\n        - addr: {}\n",

@@ -3,7 +3,7 @@
 //! pid-file and liveness checks, `scripts/reload.sh`, and polling with a deadline.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Kills, at the end (or on a panic), the first gateway and whatever process the pid file names
@@ -79,4 +79,52 @@ pub async fn health_ok(port: u16) -> bool {
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
+}
+
+impl Processes {
+    /// Starts cosygate on `conf` as a plain background process logging to `dir/cosygate.log`
+    /// (its `pid_file` must be `dir/cosygate.pid`); waits (20 s) until the pid file names it
+    /// and `GET /health` answers on `port`.
+    pub async fn start(conf: &Path, dir: &Path, port: u16) -> Processes {
+        let log = dir.join("cosygate.log");
+        let first = Command::new(env!("CARGO_BIN_EXE_cosygate"))
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start cosygate");
+        let mut procs = Processes {
+            first,
+            pid_file: dir.join("cosygate.pid"),
+            log,
+        };
+        let pid = procs.first.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(read_pid(&procs.pid_file) == Some(pid) && health_ok(port).await) {
+            assert!(
+                procs.first.try_wait().expect("try_wait").is_none(),
+                "cosygate exited at start"
+            );
+            assert!(Instant::now() < deadline, "cosygate did not start within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        procs
+    }
+
+    /// Sends `signal` (`TERM`, `QUIT`, ...) to the first process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.first.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -{signal} {}", self.first.id());
+    }
+
+    /// Waits (up to `timeout`) until the first process has exited.
+    pub async fn exited(&mut self, what: &str, timeout: Duration) {
+        let first = &mut self.first;
+        wait_until(what, timeout, || first.try_wait().expect("try_wait").is_some()).await;
+    }
 }

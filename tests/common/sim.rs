@@ -48,6 +48,17 @@ pub fn sim_binary() -> PathBuf {
     bin
 }
 
+/// The sim's flags for a backend of a gateway pool speaking `protocol`: a `generate_json`
+/// pool probes `/health`, which CosyVoice's FastAPI server, and so the sim by default, lacks
+/// (`--json-health` adds it); a `cosyvoice_fastapi` pool probes `/docs`.
+pub fn args_for(protocol: &str, args: &[&'static str]) -> Vec<&'static str> {
+    let mut out = args.to_vec();
+    if protocol == "generate_json" {
+        out.push("--json-health");
+    }
+    out
+}
+
 /// A running `cosyvoice-sim` process.
 pub struct Sim {
     child: Mutex<Child>,

@@ -2,7 +2,7 @@
 //! other backend, and a backend's 4xx is not retried and its body stays in the log.
 
 use crate::common::gateway::{eventually, pool_yaml, Gateway};
-use crate::common::sim::Sim;
+use crate::common::sim::{args_for, Sim};
 use crate::support::{client, extra, post, requests, sft, try_post, FAST};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,7 +55,10 @@ async fn a_backend_crash_mid_load_fails_no_request() {
 #[tokio::test]
 async fn each_failed_attempt_is_retried_on_the_other_backend() {
     for protocol in ["cosyvoice_fastapi", "generate_json"] {
-        let (a, b) = (Sim::start(FAST), Sim::start(FAST));
+        let (a, b) = (
+            Sim::start(&args_for(protocol, FAST)),
+            Sim::start(&args_for(protocol, FAST)),
+        );
         let gw = Gateway::start(&pool_yaml(
             protocol,
             &[a.addr(), b.addr()],
@@ -89,7 +92,10 @@ async fn each_failed_attempt_is_retried_on_the_other_backend() {
 
 #[tokio::test]
 async fn a_backends_4xx_is_not_retried_and_its_body_stays_in_the_log() {
-    let (a, b) = (Sim::start(FAST), Sim::start(FAST));
+    let (a, b) = (
+        Sim::start(&args_for("generate_json", FAST)),
+        Sim::start(&args_for("generate_json", FAST)),
+    );
     // CosyVoice2 with no speaker list: the gateway passes any spk_id on, and the sim's
     // `/generate` answers 400 with its own words for an unknown one.
     let gw = Gateway::start(&pool_yaml(

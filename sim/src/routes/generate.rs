@@ -3,7 +3,7 @@
 //! `<|endofprompt|>` requirement here. Errors are the contract's JSON shape.
 
 use super::read_body;
-use crate::audio::speaker_voice;
+use crate::audio::{duration_secs, speaker_voice, spoken_text};
 use crate::state::{LastRequest, Prompt, SimState};
 use crate::synth::{self, Job};
 use axum::extract::{Request, State};
@@ -14,6 +14,9 @@ use base64::Engine;
 use cosygate_wav::parse_wav;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+
+/// Longest answer `/generate` builds (at speed 1.0), about 165 MiB of 24 kHz PCM.
+const MAX_AUDIO_SECS: f64 = 3600.0;
 
 /// A refused request, answered as `{"error":{"code","message"}}`.
 #[derive(Debug)]
@@ -106,6 +109,13 @@ fn check(obj: &Map<String, Value>, prompt: PromptAudio, state: &SimState) -> Res
         }
     };
     let text = string("text")?.ok_or_else(|| bad("missing_field", "text is required"))?;
+    // The answer is built whole in memory: bound it.
+    if duration_secs(spoken_text(text), 1.0) > MAX_AUDIO_SECS {
+        return Err(bad(
+            "text_too_long",
+            format!("text over {MAX_AUDIO_SECS} s of audio"),
+        ));
+    }
     let mode = string("mode")?.unwrap_or("zero_shot");
     if !matches!(mode, "zero_shot" | "cross_lingual" | "instruct" | "sft") {
         return Err(bad("bad_mode", format!("unknown mode {mode:?}")));

@@ -27,7 +27,7 @@
 //! `endless` yields chunks forever, `crash` exits.
 
 use super::{control, not_found, read_body};
-use crate::audio::{speaker_voice, ENDOFPROMPT};
+use crate::audio::{self, speaker_voice, ENDOFPROMPT};
 use crate::faults::{self, FaultKind};
 use crate::model::Pacer;
 use crate::state::{LastRequest, Prompt, SimState};
@@ -605,7 +605,6 @@ async fn run(g: Arc<Gradio>, data: Vec<Value>, prompt: Option<Prompt>, dir: Stri
     let text = |i: usize| data[i].as_str().unwrap_or("").to_string();
     let (tts_text, mode, speaker, prompt_text, instruct_text) = (text(0), text(1), text(2), text(3), text(6));
     let seed = data[7].as_f64().map_or(0, |s| s.max(0.0) as u64);
-    let stream = data[8].as_bool().unwrap_or(false);
     let speed = data[9]
         .as_f64()
         .filter(|s| s.is_finite() && *s > 0.0)
@@ -692,17 +691,26 @@ async fn run(g: Arc<Gradio>, data: Vec<Value>, prompt: Option<Prompt>, dir: Stri
             }
         }
     }
-    let (pcm, chunks) = synth::produce(sim, &job);
-    for (i, (_, work)) in chunks.iter().enumerate() {
-        pacer.work(*work).await;
-        let last = i + 1 == chunks.len();
-        if (stream || last) && tx.send(Ev::Generating(json!([fd.clone()]))).await.is_err() {
+    // CosyVoice yields once per text segment (sentence group), whether or not `stream` is
+    // set (streaming only splits a segment further); each yield is one `generating` event.
+    pacer.work(sim.timing.first_chunk.as_secs_f64()).await;
+    let mut pcm = Vec::new();
+    for segment in audio::segments(&job.text) {
+        let part = synth::segment_pcm(sim, &job, segment);
+        pacer.work(sim.timing.rtf * synth::pcm_secs(sim, &part)).await;
+        pcm.extend_from_slice(&part);
+        if tx.send(Ev::Generating(json!([fd.clone()]))).await.is_err() {
             return;
         }
         if fault == Some(FaultKind::Truncate) {
             let _ = tx.send(Ev::Cut).await;
             return;
         }
+    }
+    if pcm.is_empty() {
+        // Nothing speakable: CosyVoice yields nothing, the call completes without audio.
+        let _ = tx.send(Ev::Complete(json!([null]))).await;
+        return;
     }
     match pcm16_to_wav(&pcm, sim.sample_rate) {
         Ok(wav) => {

@@ -1,5 +1,6 @@
 //! What a health checker can probe: `GET /docs` and `GET /openapi.json` (as FastAPI serves
-//! them once the model is loaded) and `GET /health` (the JSON form's).
+//! them once the model is loaded) and, with `--json-health` only, `GET /health` (what a
+//! `generate_json` backend answers; CosyVoice's FastAPI server has none).
 
 use super::fastapi::ROUTES;
 use crate::form::Want;

@@ -23,8 +23,9 @@ pub use gradio::router as gradio_router;
 /// Largest request body accepted (prompt audio in multipart or base64 JSON).
 pub const MAX_BODY: usize = 128 * 1024 * 1024;
 
-/// Every route of the simulator.
-pub fn router(state: Arc<SimState>) -> Router {
+/// Every route of the simulator; `/health` only with `json_health` (`--json-health`): FastAPI
+/// has no such route.
+pub fn router(state: Arc<SimState>, json_health: bool) -> Router {
     let mut app = Router::new();
     for route in fastapi::ROUTES {
         let handler =
@@ -32,8 +33,10 @@ pub fn router(state: Arc<SimState>) -> Router {
                   req: axum::extract::Request| fastapi::inference(s, route, req);
         app = app.route(route.path, get(handler).post(handler));
     }
+    if json_health {
+        app = app.route("/health", get(meta::health));
+    }
     app.route("/generate", post(generate::generate))
-        .route("/health", get(meta::health))
         .route("/docs", get(meta::docs))
         .route("/openapi.json", get(meta::openapi))
         .route("/__sim/stats", get(control::stats))

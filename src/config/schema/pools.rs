@@ -178,6 +178,10 @@ pub struct HealthConf {
     pub unhealthy_after: usize,
     /// Consecutive good checks that bring a down backend back.
     pub healthy_after: usize,
+    /// A deep probe: a tiny synthesis on every backend this often, its audio checked; a backend
+    /// that fails it gets no traffic (and is restarted, with `restart`) until one passes (then
+    /// probed every `interval`). Absent: liveness only.
+    pub synthesize_every: Option<ConfDuration>,
 }
 
 impl Default for HealthConf {
@@ -188,6 +192,7 @@ impl Default for HealthConf {
             timeout: ConfDuration(Duration::from_secs(1)),
             unhealthy_after: 3,
             healthy_after: 1,
+            synthesize_every: None,
         }
     }
 }
