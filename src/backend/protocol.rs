@@ -46,11 +46,18 @@ pub async fn run(
     deadline: Duration,
 ) -> Result<Bytes, AttemptError> {
     let max = pool.max_answer_bytes();
+    // Each arm is boxed: an attempt's exchanges make large futures, and held inline they
+    // enlarge every future around them (the cache's, the job's); a debug build's 2 MiB worker
+    // stack overflowed once the gradio arm was added.
     match pool.protocol {
-        Protocol::Gradio => gradio::send(connector, addr, upstream, request_id, deadline, max).await,
-        _ => attempt::send(connector, addr, upstream, request_id, deadline, max)
-            .await
-            .and_then(|(status, body)| decode(pool, status, body)),
+        Protocol::Gradio => {
+            Box::pin(gradio::send(connector, addr, upstream, request_id, deadline, max)).await
+        }
+        _ => Box::pin(attempt::send(
+            connector, addr, upstream, request_id, deadline, max,
+        ))
+        .await
+        .and_then(|(status, body)| decode(pool, status, body)),
     }
 }
 
