@@ -58,8 +58,9 @@ pub struct Args {
     #[arg(long)]
     pub json_health: bool,
 
-    /// Which server to imitate: CosyVoice's FastAPI server, or Triton (KServe v2) serving
-    /// CosyVoice's `runtime/triton_trtllm` model.
+    /// Which server to imitate: CosyVoice's FastAPI server (with `/generate`), its Gradio
+    /// WebUI (`webui.py`), or Triton (KServe v2) serving CosyVoice's `runtime/triton_trtllm`
+    /// model.
     #[arg(long, value_enum, default_value_t = Serve::Fastapi)]
     pub serve: Serve,
 
@@ -90,6 +91,8 @@ pub enum UpstreamBug {
 pub enum Serve {
     /// CosyVoice's `runtime/python/fastapi/server.py` (plus `/generate`).
     Fastapi,
+    /// `webui.py` (Gradio 5.4): upload, `/call/generate_audio`, event streams, audio files.
+    Gradio,
     /// Triton + TensorRT-LLM (`runtime/triton_trtllm`), KServe v2 over HTTP (and gRPC).
     Triton,
 }

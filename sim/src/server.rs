@@ -2,7 +2,7 @@
 //! address (`cosyvoice-sim listening on http://IP:PORT`), then serving until killed.
 
 use super::cli::{Args, Serve};
-use super::routes::router;
+use super::routes::{gradio_router, router};
 use super::state::SimState;
 use axum::serve::ListenerExt;
 use std::io::Write;
@@ -46,8 +46,9 @@ pub async fn serve(args: Args) -> std::io::Result<()> {
         return crate::triton::serve(args, listener, state).await;
     }
     log::info!(
-        "{:?} simulator on {addr}: {} slots, rtf {}, first chunk {} ms, {} Hz, overload {:?}",
+        "{:?} simulator ({:?} API) on {addr}: {} slots, rtf {}, first chunk {} ms, {} Hz, overload {:?}",
         args.model,
+        args.serve,
         args.slots,
         args.rtf,
         args.first_chunk_ms,
@@ -59,5 +60,10 @@ pub async fn serve(args: Args) -> std::io::Result<()> {
             log::debug!("TCP_NODELAY not set: {e}");
         }
     });
-    axum::serve(listener, router(state, args.json_health)).await
+    let app = match args.serve {
+        Serve::Gradio => gradio_router(state),
+        // Triton returned above.
+        Serve::Fastapi | Serve::Triton => router(state, args.json_health),
+    };
+    axum::serve(listener, app).await
 }

@@ -26,6 +26,7 @@ pub struct SimState {
     pub upstream_bug: Option<UpstreamBug>,
     requests: AtomicU64,
     missing_endofprompt: AtomicU64,
+    gradio_queue_full: AtomicU64,
     last: Mutex<Option<LastRequest>>,
 }
 
@@ -36,6 +37,8 @@ pub struct Stats {
     pub inflight: u64,
     pub max_inflight: u64,
     pub missing_endofprompt: u64,
+    /// Calls refused with 503 because the Gradio queue was full (`--serve gradio`).
+    pub gradio_queue_full: u64,
 }
 
 /// `GET /__sim/last`: what the last synthesis request carried, to prove bodies arrive intact.
@@ -146,6 +149,7 @@ impl SimState {
             upstream_bug: args.upstream_bug,
             requests: AtomicU64::new(0),
             missing_endofprompt: AtomicU64::new(0),
+            gradio_queue_full: AtomicU64::new(0),
             last: Mutex::new(None),
         })
     }
@@ -165,6 +169,10 @@ impl SimState {
         self.missing_endofprompt.fetch_add(1, Ordering::SeqCst);
     }
 
+    pub fn count_gradio_queue_full(&self) {
+        self.gradio_queue_full.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn last(&self) -> Option<LastRequest> {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -175,6 +183,7 @@ impl SimState {
             inflight: self.capacity.inflight(),
             max_inflight: self.capacity.max_inflight(),
             missing_endofprompt: self.missing_endofprompt.load(Ordering::SeqCst),
+            gradio_queue_full: self.gradio_queue_full.load(Ordering::SeqCst),
         }
     }
 
@@ -183,6 +192,7 @@ impl SimState {
     pub fn reset(&self) {
         self.requests.store(0, Ordering::SeqCst);
         self.missing_endofprompt.store(0, Ordering::SeqCst);
+        self.gradio_queue_full.store(0, Ordering::SeqCst);
         self.capacity.reset_max();
         self.faults.clear();
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;

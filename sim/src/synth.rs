@@ -52,7 +52,7 @@ enum Step {
 }
 
 /// The PCM of one segment of `job`.
-fn segment_pcm(state: &SimState, job: &Job, segment: &str) -> Bytes {
+pub(crate) fn segment_pcm(state: &SimState, job: &Job, segment: &str) -> Bytes {
     let key = AudioKey {
         text: segment,
         prompt_sha256: job.prompt_sha256,
@@ -63,7 +63,7 @@ fn segment_pcm(state: &SimState, job: &Job, segment: &str) -> Bytes {
 }
 
 /// Seconds of audio in `pcm` at the sim's sample rate.
-fn pcm_secs(state: &SimState, pcm: &[u8]) -> f64 {
+pub(crate) fn pcm_secs(state: &SimState, pcm: &[u8]) -> f64 {
     pcm.len() as f64 / (2.0 * f64::from(state.sample_rate.max(1)))
 }
 

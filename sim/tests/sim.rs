@@ -524,7 +524,7 @@ async fn fault_hook_refuses_bad_json_and_reset_clears() {
     sim.reset().await;
     assert_eq!(
         sim.stats().await,
-        json!({"requests": 0, "inflight": 0, "max_inflight": 0, "missing_endofprompt": 0})
+        json!({"requests": 0, "inflight": 0, "max_inflight": 0, "missing_endofprompt": 0, "gradio_queue_full": 0})
     );
     assert_eq!(sim.last().await, Value::Null);
     let resp = c

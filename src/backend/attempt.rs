@@ -54,6 +54,9 @@ pub enum AttemptError {
     /// The pool's settings do not fit its backends (e.g. a decoupled Triton model asked over
     /// HTTP): the operator must fix the configuration; the message says how.
     Misconfigured(String),
+    /// An answer that does not follow the backend's protocol (a `gradio` exchange whose JSON or
+    /// event stream is not what the WebUI sends).
+    Protocol(String),
 }
 
 impl AttemptError {
@@ -69,6 +72,7 @@ impl AttemptError {
             AttemptError::BadAudio(_) => "bad_audio",
             AttemptError::TooLarge { .. } => "too_large",
             AttemptError::Misconfigured(_) => "misconfigured",
+            AttemptError::Protocol(_) => "protocol",
         }
     }
 
@@ -84,6 +88,7 @@ impl AttemptError {
             AttemptError::Misconfigured(_) => {
                 "the pool is misconfigured for its backends and an operator must fix it (the gateway's log says how)".into()
             }
+            AttemptError::Protocol(_) => "the backend's answer does not follow its protocol".into(),
             AttemptError::Timeout(_) | AttemptError::Empty | AttemptError::TooLarge { .. } => {
                 self.to_string()
             }
@@ -110,6 +115,7 @@ impl std::fmt::Display for AttemptError {
                 "the answer passed {limit} bytes, more audio than the request can produce (max_audio_seconds)"
             ),
             AttemptError::Misconfigured(m) => write!(f, "configuration error: {m}"),
+            AttemptError::Protocol(e) => write!(f, "the answer does not follow the protocol: {e}"),
         }
     }
 }
@@ -126,19 +132,76 @@ pub async fn send(
     max_bytes: usize,
 ) -> Result<(u16, Bytes), AttemptError> {
     let started = Instant::now();
-    let exchange = exchange(connector, addr, req, request_id, max_bytes);
-    match tokio::time::timeout(deadline, exchange).await {
+    let exchange = Exchange {
+        method: "POST",
+        path: req.path,
+        content_type: Some(&req.content_type),
+        body: req.body.clone(),
+    };
+    let mut sink = Collect::new(max_bytes);
+    let call = exchange_into(connector, addr, &exchange, request_id, max_bytes, &mut sink);
+    match tokio::time::timeout(deadline, call).await {
+        Ok(Ok((200, _))) => Ok((200, sink.body.freeze())),
         Ok(result) => result,
         Err(_) => Err(AttemptError::Timeout(started.elapsed())),
     }
 }
 
-async fn exchange(
+/// One HTTP request to a backend, for protocols that need several per synthesis (`gradio`):
+/// the method, a path that may be built per request, and a body (`POST`) or none (`GET`).
+#[derive(Debug, Clone)]
+pub struct Exchange<'a> {
+    pub method: &'static str,
+    pub path: &'a str,
+    /// With a body (`POST`): its type; `Content-Length` is always sent then.
+    pub content_type: Option<&'a str>,
+    pub body: Bytes,
+}
+
+/// Where the body of a 200 answer goes, chunk by chunk, as it arrives.
+pub trait BodySink {
+    /// Takes the next chunk. `Ok(true)`: nothing more is needed (the rest is not read and the
+    /// connection is closed, never pooled); an error ends the exchange with it.
+    fn take(&mut self, chunk: &[u8]) -> Result<bool, AttemptError>;
+}
+
+/// Keeps a whole body, at most `max` bytes ([`AttemptError::TooLarge`] past it).
+#[derive(Debug)]
+pub struct Collect {
+    pub body: BytesMut,
+    max: usize,
+}
+
+impl Collect {
+    pub fn new(max: usize) -> Self {
+        Self {
+            body: BytesMut::new(),
+            max,
+        }
+    }
+}
+
+impl BodySink for Collect {
+    fn take(&mut self, chunk: &[u8]) -> Result<bool, AttemptError> {
+        if self.body.len().saturating_add(chunk.len()) > self.max {
+            return Err(AttemptError::TooLarge { limit: self.max });
+        }
+        self.body.extend_from_slice(chunk);
+        Ok(false)
+    }
+}
+
+/// Sends `ex` to `addr` (no deadline here: the caller puts one around it). A 200 answer's
+/// body goes to `sink` (a declared `Content-Length` over `max_declared` is refused unread) and
+/// `(200, empty)` is returned; of any other answer at most [`ERROR_BODY_MAX`] bytes are read
+/// and returned with its status. A connection is pooled again only after a whole answer.
+pub async fn exchange_into(
     connector: &Connector,
     addr: SocketAddr,
-    req: &UpstreamRequest,
+    ex: &Exchange<'_>,
     request_id: &str,
-    max_bytes: usize,
+    max_declared: usize,
+    sink: &mut (dyn BodySink + Send),
 ) -> Result<(u16, Bytes), AttemptError> {
     let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
@@ -151,10 +214,12 @@ async fn exchange(
             .get_http_session(&peer)
             .await
             .map_err(|e| AttemptError::Connect(e.to_string()))?;
-        let header = request_header(addr, req, request_id)?;
+        let header = request_header(addr, ex, request_id)?;
         let sent: pingora::Result<()> = async {
             session.write_request_header(header).await?;
-            session.write_request_body(req.body.clone(), true).await?;
+            if ex.content_type.is_some() {
+                session.write_request_body(ex.body.clone(), true).await?;
+            }
             session.finish_request_body().await?;
             session.read_response_header().await?;
             // 1xx answers (100 Continue, 103 Early Hints) precede the real one; reading the
@@ -189,31 +254,33 @@ async fn exchange(
             .and_then(|h| h.headers.get(http::header::CONTENT_LENGTH))
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if status == 200 && declared.is_some_and(|n| n > max_bytes as u64) {
+        if status == 200 && declared.is_some_and(|n| n > max_declared as u64) {
             // Dropping the session closes the connection: nothing more is read.
-            return Err(AttemptError::TooLarge { limit: max_bytes });
+            return Err(AttemptError::TooLarge { limit: max_declared });
         }
-        let mut body = BytesMut::new();
+        let mut error_body = BytesMut::new();
+        let mut read = 0usize;
         loop {
             match session.read_response_body().await {
                 Ok(Some(chunk)) if status != 200 => {
-                    let room = ERROR_BODY_MAX.saturating_sub(body.len());
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    let room = ERROR_BODY_MAX.saturating_sub(error_body.len());
+                    error_body.extend_from_slice(&chunk[..chunk.len().min(room)]);
                     if chunk.len() > room {
                         // An error answer too long to care about: keep its start, close.
-                        return Ok((status, body.freeze()));
+                        return Ok((status, error_body.freeze()));
                     }
                 }
                 Ok(Some(chunk)) => {
-                    if body.len().saturating_add(chunk.len()) > max_bytes {
-                        return Err(AttemptError::TooLarge { limit: max_bytes });
+                    read = read.saturating_add(chunk.len());
+                    if sink.take(&chunk)? {
+                        // The sink has what it needs: close rather than read the rest.
+                        return Ok((status, Bytes::new()));
                     }
-                    body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
                 Err(e) => {
                     return Err(AttemptError::Truncated {
-                        after: body.len(),
+                        after: if status == 200 { read } else { error_body.len() },
                         detail: e.to_string(),
                     })
                 }
@@ -222,7 +289,7 @@ async fn exchange(
         connector
             .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT))
             .await;
-        return Ok((status, body.freeze()));
+        return Ok((status, error_body.freeze()));
     }
     Err(AttemptError::Connect(
         "every pooled connection to the backend was closed".into(),
@@ -231,14 +298,16 @@ async fn exchange(
 
 fn request_header(
     addr: SocketAddr,
-    req: &UpstreamRequest,
+    ex: &Exchange<'_>,
     request_id: &str,
 ) -> Result<Box<RequestHeader>, AttemptError> {
     let build = || -> pingora::Result<RequestHeader> {
-        let mut h = RequestHeader::build("POST", req.path.as_bytes(), Some(5))?;
+        let mut h = RequestHeader::build(ex.method, ex.path.as_bytes(), Some(6))?;
         h.insert_header("Host", addr.to_string())?;
-        h.insert_header("Content-Type", req.content_type.as_str())?;
-        h.insert_header("Content-Length", req.body.len().to_string())?;
+        if let Some(content_type) = ex.content_type {
+            h.insert_header("Content-Type", content_type)?;
+            h.insert_header("Content-Length", ex.body.len().to_string())?;
+        }
         h.insert_header("X-Request-Id", request_id)?;
         h.insert_header("User-Agent", concat!("cosygate/", env!("CARGO_PKG_VERSION")))?;
         Ok(h)

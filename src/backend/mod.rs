@@ -4,6 +4,7 @@
 pub mod attempt;
 pub mod deep_probe;
 pub mod fallback;
+pub mod gradio;
 pub mod multipart;
 pub mod pool;
 pub mod precheck;

@@ -5,13 +5,18 @@
 //!   is raw int16 mono PCM with no Content-Type, wrapped here into a WAV at the pool's rate.
 //! - `generate_json`: the validated request as our JSON body to `POST /generate`; the answer must already
 //!   be a complete WAV.
+//! - `gradio`: CosyVoice's WebUI; several exchanges per synthesis, see [`super::gradio`].
 
-use super::attempt::{AttemptError, UpstreamRequest};
+use super::attempt::{self, AttemptError, UpstreamRequest};
+use super::gradio;
 use super::multipart::Form;
 use crate::api::{wav, GenerateRequest, Mode, END_OF_PROMPT};
 use crate::config::{ModelFamily, PoolConf, Protocol};
 use crate::synth::Refusal;
 use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The system prompt CosyVoice3's own examples put in front of the marker.
 const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -29,7 +34,72 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, 
         Protocol::CosyvoiceFastapi => build_fastapi(pool.model, req),
         // Sent by `backend::triton` from `Prepared::triton`; nothing to build here.
         Protocol::Triton => Ok(UpstreamRequest::default()),
+        Protocol::Gradio => Ok(build_gradio(pool, req)),
     }
+}
+
+/// One attempt on `addr` for `pool`'s protocol, within `deadline`: the checked WAV, or why not.
+pub async fn run(
+    connector: &Connector,
+    pool: &PoolConf,
+    addr: SocketAddr,
+    upstream: &UpstreamRequest,
+    request_id: &str,
+    deadline: Duration,
+) -> Result<Bytes, AttemptError> {
+    let max = pool.max_answer_bytes();
+    // Each arm is boxed: an attempt's exchanges make large futures, and held inline they
+    // enlarge every future around them (the cache's, the job's); a debug build's 2 MiB worker
+    // stack overflowed once the gradio arm was added.
+    match pool.protocol {
+        Protocol::Gradio => {
+            Box::pin(gradio::send(connector, addr, upstream, request_id, deadline, max)).await
+        }
+        _ => Box::pin(attempt::send(
+            connector, addr, upstream, request_id, deadline, max,
+        ))
+        .await
+        .and_then(|(status, body)| decode(pool, status, body)),
+    }
+}
+
+/// The WebUI passes its texts to the same `inference_*` calls as the FastAPI server, so they
+/// get the same `<|endofprompt|>` placement (`generate_audio` takes `speed`, unlike FastAPI).
+fn build_gradio(pool: &PoolConf, req: &GenerateRequest) -> UpstreamRequest {
+    let v3 = pool.model == ModelFamily::Cosyvoice3;
+    let (tts_text, prompt_text, instruct_text) = match req.mode {
+        Mode::ZeroShot => (
+            req.text.clone(),
+            with_marker(v3, req.prompt_text.as_deref().unwrap_or(""), false),
+            String::new(),
+        ),
+        Mode::Instruct => (
+            req.text.clone(),
+            String::new(),
+            with_marker(v3, req.instruct_text.as_deref().unwrap_or(""), true),
+        ),
+        Mode::CrossLingual | Mode::Sft => (with_marker(v3, &req.text, false), String::new(), String::new()),
+    };
+    // Gradio checks the speaker dropdown's value against its choices in every mode: the
+    // WebUI's speakers, or `[""]` when the model has none (CosyVoice3 as shipped).
+    let sft_speaker = match req.mode {
+        Mode::Sft => req.spk_id.clone().unwrap_or_default(),
+        _ => pool
+            .speakers
+            .as_ref()
+            .and_then(|s| s.first())
+            .cloned()
+            .unwrap_or_default(),
+    };
+    gradio::build(
+        req,
+        gradio::Texts {
+            tts_text,
+            sft_speaker,
+            prompt_text,
+            instruct_text,
+        },
+    )
 }
 
 fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRequest, Refusal> {
@@ -116,7 +186,7 @@ pub fn decode(pool: &PoolConf, status: u16, body: Bytes) -> Result<Bytes, Attemp
         Protocol::CosyvoiceFastapi => wav::pcm16_to_wav(&body, pool.sample_rate)
             .map(Bytes::from)
             .map_err(|e| AttemptError::BadAudio(e.to_string())),
-        Protocol::GenerateJson => match wav::parse_wav(&body) {
+        Protocol::GenerateJson | Protocol::Gradio => match wav::parse_wav(&body) {
             Ok(_) => Ok(body),
             Err(e) => Err(AttemptError::BadAudio(e.to_string())),
         },

@@ -15,7 +15,7 @@
 //!   failures count there as they always did; otherwise nobody is blamed, so a client cannot
 //!   open breakers by exhausting the retry budget.
 
-use super::attempt::{self, AttemptError};
+use super::attempt::AttemptError;
 use super::{protocol, triton, BackendPool, PoolSet, Prepared, Synthesis};
 use crate::metrics;
 use crate::schedule::QueueError;
@@ -250,28 +250,26 @@ impl PoolSet {
     /// One attempt of a prepared request on the backend `addr` within `limit`: the request in
     /// the pool's protocol, the answer decoded into a checked WAV. The synthesis above and the
     /// deep health probe (`deep_probe.rs`) both go through here.
-    pub async fn attempt(
-        &self,
-        prepared: &Prepared,
+    #[inline(never)]
+    pub fn attempt<'a>(
+        &'a self,
+        prepared: &'a Prepared,
         addr: SocketAddr,
-        request_id: &str,
+        request_id: &'a str,
         limit: Duration,
-    ) -> Result<Bytes, AttemptError> {
+    ) -> triton::Boxed<'a, Result<Bytes, AttemptError>> {
         let conf = &prepared.pool.conf;
-        if let Some(call) = &prepared.triton {
-            // Boxed by `triton::attempt` (its futures are large: see there).
-            return triton::attempt(&self.connector, addr, call, conf, request_id, limit).await;
+        match &prepared.triton {
+            Some(call) => triton::attempt(&self.connector, addr, call, conf, request_id, limit),
+            None => Box::pin(protocol::run(
+                &self.connector,
+                conf,
+                addr,
+                &prepared.upstream,
+                request_id,
+                limit,
+            )),
         }
-        attempt::send(
-            &self.connector,
-            addr,
-            &prepared.upstream,
-            request_id,
-            limit,
-            conf.max_answer_bytes(),
-        )
-        .await
-        .and_then(|(status, body)| protocol::decode(conf, status, body))
     }
 }
 

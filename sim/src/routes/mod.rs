@@ -4,6 +4,7 @@
 mod control;
 mod fastapi;
 mod generate;
+mod gradio;
 mod meta;
 pub mod triton;
 
@@ -17,6 +18,8 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
 use std::sync::Arc;
+
+pub use gradio::router as gradio_router;
 
 /// Largest request body accepted (prompt audio in multipart or base64 JSON).
 pub const MAX_BODY: usize = 128 * 1024 * 1024;

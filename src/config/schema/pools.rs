@@ -17,6 +17,8 @@ pub enum Protocol {
     CosyvoiceFastapi,
     /// A server that takes our JSON body and answers `audio/wav` (cosyvoice-sim's `/generate`).
     GenerateJson,
+    /// CosyVoice's Gradio WebUI (`webui.py`): upload, call, event stream, audio fetch.
+    Gradio,
     /// NVIDIA Triton over KServe v2 (CosyVoice's `runtime/triton_trtllm`): tensors in, an FP32
     /// waveform out (see `backend::triton`; `transport` and `model_name` apply).
     Triton,
@@ -54,7 +56,8 @@ pub struct PoolConf {
     /// voices are not served for the new model.
     #[serde(default)]
     pub model_version: String,
-    /// Sample rate of the raw PCM the backends send (`cosyvoice_fastapi`).
+    /// Sample rate of the raw PCM the backends send (`cosyvoice_fastapi`); for the others, of
+    /// the WAV they answer, which sizes the answer's byte cap (`max_answer_bytes`).
     #[serde(default = "default_sample_rate")]
     pub sample_rate: u32,
     #[serde(default)]
@@ -191,7 +194,8 @@ fn default_timeout() -> ConfDuration {
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConf {
     /// Path probed with `GET`; a `200` is healthy. Default: `/docs` for `cosyvoice_fastapi`
-    /// (the real server has no health route), `/health` for `generate_json`.
+    /// (the real server has no health route), `/health` for `generate_json`,
+    /// `/gradio_api/info` for `gradio` (200 once the WebUI is up, listing its API).
     pub path: Option<String>,
     pub interval: ConfDuration,
     pub timeout: ConfDuration,
@@ -226,6 +230,7 @@ impl PoolConf {
             (None, Protocol::CosyvoiceFastapi) => "/docs",
             (None, Protocol::GenerateJson) => "/health",
             (None, Protocol::Triton) => "/v2/health/ready",
+            (None, Protocol::Gradio) => "/gradio_api/info",
         }
     }
 
