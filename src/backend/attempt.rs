@@ -137,6 +137,7 @@ pub async fn send(
         path: req.path,
         content_type: Some(&req.content_type),
         body: req.body.clone(),
+        headers: &[],
     };
     let mut sink = Collect::new(max_bytes);
     let call = exchange_into(connector, addr, &exchange, request_id, max_bytes, &mut sink);
@@ -156,6 +157,8 @@ pub struct Exchange<'a> {
     /// With a body (`POST`): its type; `Content-Length` is always sent then.
     pub content_type: Option<&'a str>,
     pub body: Bytes,
+    /// Headers the protocol adds (Triton's `Inference-Header-Content-Length`).
+    pub headers: &'a [(&'static str, String)],
 }
 
 /// Where the body of a 200 answer goes, chunk by chunk, as it arrives.
@@ -163,6 +166,9 @@ pub trait BodySink {
     /// Takes the next chunk. `Ok(true)`: nothing more is needed (the rest is not read and the
     /// connection is closed, never pooled); an error ends the exchange with it.
     fn take(&mut self, chunk: &[u8]) -> Result<bool, AttemptError>;
+
+    /// Sees the final answer's header first (a protocol may need one of its fields).
+    fn header(&mut self, _header: &pingora::http::ResponseHeader) {}
 }
 
 /// Keeps a whole body, at most `max` bytes ([`AttemptError::TooLarge`] past it).
@@ -243,6 +249,9 @@ pub async fn exchange_into(
             return Err(AttemptError::Connect(e.to_string()));
         }
         let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(0);
+        if let Some(header) = session.response_header() {
+            sink.header(header);
+        }
         if status < 200 {
             return Err(AttemptError::Status {
                 status,
@@ -302,11 +311,14 @@ fn request_header(
     request_id: &str,
 ) -> Result<Box<RequestHeader>, AttemptError> {
     let build = || -> pingora::Result<RequestHeader> {
-        let mut h = RequestHeader::build(ex.method, ex.path.as_bytes(), Some(6))?;
+        let mut h = RequestHeader::build(ex.method, ex.path.as_bytes(), Some(6 + ex.headers.len()))?;
         h.insert_header("Host", addr.to_string())?;
         if let Some(content_type) = ex.content_type {
             h.insert_header("Content-Type", content_type)?;
             h.insert_header("Content-Length", ex.body.len().to_string())?;
+        }
+        for (name, value) in ex.headers {
+            h.insert_header(*name, value.as_str())?;
         }
         h.insert_header("X-Request-Id", request_id)?;
         h.insert_header("User-Agent", concat!("cosygate/", env!("CARGO_PKG_VERSION")))?;

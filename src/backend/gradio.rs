@@ -157,6 +157,7 @@ async fn run(
         path: &path,
         content_type: None,
         body: Bytes::new(),
+        headers: &[],
     };
     let mut sink = Collect::new(max_bytes);
     let (status, detail) =
@@ -189,6 +190,7 @@ async fn upload(
         path: UPLOAD_PATH,
         content_type: Some(&content_type),
         body,
+        headers: &[],
     };
     let answer = json_exchange(connector, addr, &ex, request_id).await?;
     answer
@@ -216,6 +218,7 @@ async fn start(
         path: CALL_PATH,
         content_type: Some("application/json"),
         body: Bytes::from(call.to_string()),
+        headers: &[],
     };
     let answer = json_exchange(connector, addr, &ex, request_id).await?;
     answer
@@ -382,6 +385,7 @@ async fn listen(
         path: &path,
         content_type: None,
         body: Bytes::new(),
+        headers: &[],
     };
     let mut events = Events::default();
     let (status, detail) =

@@ -8,11 +8,9 @@
 //! 501: Triton serves those only over gRPC, so that is a configuration error.
 
 use super::{bytes_element, fp32_samples, TritonCall};
-use crate::backend::attempt::{AttemptError, CONNECT_TIMEOUT, ERROR_BODY_MAX, UPSTREAM_IDLE_TIMEOUT};
+use crate::backend::attempt::{exchange_into, AttemptError, BodySink, Collect, Exchange};
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
-use pingora::upstreams::peer::HttpPeer;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
@@ -151,7 +149,9 @@ pub fn decode(body: &[u8], json_len: Option<usize>) -> Result<Vec<f32>, AttemptE
 }
 
 /// Sends the request; returns the status, the answer's JSON length (IHCL) and its body
-/// (a 200's up to `cap` bytes, past which it is abandoned; others' first [`ERROR_BODY_MAX`]).
+/// (a 200's up to `cap` bytes, past which it is abandoned; of others the first
+/// `attempt::ERROR_BODY_MAX` bytes), through the one HTTP exchange every protocol uses
+/// (`attempt::exchange_into`).
 async fn exchange(
     connector: &Connector,
     addr: SocketAddr,
@@ -160,104 +160,44 @@ async fn exchange(
     request_id: &str,
     cap: usize,
 ) -> Result<(u16, Option<usize>, Bytes), AttemptError> {
-    let mut peer = HttpPeer::new(addr, false, String::new());
-    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-    peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-    // As in `attempt`: a pooled connection the server closed fails on first use; retry those
-    // on a fresh one (bounded).
-    for _ in 0..4 {
-        let (mut session, reused) = connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| AttemptError::Connect(e.to_string()))?;
-        let header = request_header(addr, path, call, request_id)?;
-        let sent: pingora::Result<()> = async {
-            session.write_request_header(header).await?;
-            session.write_request_body(call.http_body.clone(), true).await?;
-            session.finish_request_body().await?;
-            session.read_response_header().await?;
-            for _ in 0..4 {
-                if !session
-                    .response_header()
-                    .is_some_and(|h| h.status.is_informational())
-                {
-                    break;
-                }
-                session.read_response_header().await?;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = sent {
-            if reused {
-                continue;
-            }
-            return Err(AttemptError::Connect(e.to_string()));
-        }
-        let resp = session.response_header();
-        let status = resp.map(|h| h.status.as_u16()).unwrap_or(0);
-        let number = |name: &str| {
-            resp.and_then(|h| h.headers.get(name))
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        let json_len = number(IHCL).map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-        if status == 200 && number("content-length").is_some_and(|n| n > cap as u64) {
-            return Err(AttemptError::TooLarge { limit: cap });
-        }
-        let limit = if status == 200 { cap } else { ERROR_BODY_MAX };
-        let mut body = BytesMut::new();
-        loop {
-            match session.read_response_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len().saturating_add(chunk.len()) > limit {
-                        if status == 200 {
-                            return Err(AttemptError::TooLarge { limit: cap });
-                        }
-                        let room = limit - body.len();
-                        body.extend_from_slice(&chunk[..room]);
-                        return Ok((status, json_len, body.freeze()));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(AttemptError::Truncated {
-                        after: body.len(),
-                        detail: e.to_string(),
-                    })
-                }
-            }
-        }
-        connector
-            .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT))
-            .await;
-        return Ok((status, json_len, body.freeze()));
+    let headers = [(IHCL, call.http_json_len.to_string())];
+    let ex = Exchange {
+        method: "POST",
+        path,
+        content_type: Some("application/octet-stream"),
+        body: call.http_body.clone(),
+        headers: &headers,
+    };
+    let mut answer = Answer {
+        body: Collect::new(cap),
+        json_len: None,
+    };
+    let (status, error_body) = exchange_into(connector, addr, &ex, request_id, cap, &mut answer).await?;
+    if status == 200 {
+        Ok((200, answer.json_len, answer.body.body.freeze()))
+    } else {
+        Ok((status, None, error_body))
     }
-    Err(AttemptError::Connect(
-        "every pooled connection to the backend was closed".into(),
-    ))
 }
 
-fn request_header(
-    addr: SocketAddr,
-    path: &str,
-    call: &TritonCall,
-    request_id: &str,
-) -> Result<Box<RequestHeader>, AttemptError> {
-    let build = || -> pingora::Result<RequestHeader> {
-        let mut h = RequestHeader::build("POST", path.as_bytes(), Some(6))?;
-        h.insert_header("Host", addr.to_string())?;
-        h.insert_header("Content-Type", "application/octet-stream")?;
-        h.insert_header("Content-Length", call.http_body.len().to_string())?;
-        h.insert_header(IHCL, call.http_json_len.to_string())?;
-        h.insert_header("X-Request-Id", request_id)?;
-        h.insert_header("User-Agent", concat!("cosygate/", env!("CARGO_PKG_VERSION")))?;
-        Ok(h)
-    };
-    build()
-        .map(Box::new)
-        .map_err(|e| AttemptError::Connect(format!("cannot build the request: {e}")))
+/// A 200 answer's body and the length of its JSON part (`Inference-Header-Content-Length`).
+struct Answer {
+    body: Collect,
+    json_len: Option<usize>,
+}
+
+impl BodySink for Answer {
+    fn take(&mut self, chunk: &[u8]) -> Result<bool, AttemptError> {
+        self.body.take(chunk)
+    }
+
+    fn header(&mut self, header: &pingora::http::ResponseHeader) {
+        self.json_len = header
+            .headers
+            .get(IHCL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+    }
 }
 
 #[cfg(test)]
