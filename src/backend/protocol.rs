@@ -151,7 +151,7 @@ fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRe
 /// CosyVoice3 needs `<|endofprompt|>`: a text without it gets the model's usual system prompt
 /// in front (`System prompt.<|endofprompt|>text`), or, for an instruction, the marker after it
 /// (`System prompt. instruction<|endofprompt|>`). Other models get the text unchanged.
-fn with_marker(v3: bool, text: &str, instruction: bool) -> String {
+pub(crate) fn with_marker(v3: bool, text: &str, instruction: bool) -> String {
     if !v3 || text.contains(END_OF_PROMPT) {
         return text.to_string();
     }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod resample;
 
 use super::attempt::AttemptError;
+use super::protocol::with_marker;
 use crate::api::{wav, GenerateRequest, Mode, END_OF_PROMPT};
 use crate::config::{ModelFamily, PoolConf, TritonTransport};
 use crate::synth::Refusal;
@@ -110,18 +111,6 @@ pub fn sft_refusal(pool_name: &str) -> Refusal {
              zero_shot, cross_lingual or instruct with prompt audio"
         ),
     )
-}
-
-/// The same marker rule as the FastAPI protocol.
-fn with_marker(v3: bool, text: &str, instruction: bool) -> String {
-    if !v3 || text.contains(END_OF_PROMPT) {
-        return text.to_string();
-    }
-    if instruction {
-        format!("{COSYVOICE3_SYSTEM_PROMPT} {text}{END_OF_PROMPT}")
-    } else {
-        format!("{COSYVOICE3_SYSTEM_PROMPT}{END_OF_PROMPT}{text}")
-    }
 }
 
 /// The prompt WAV (any rate, int or float samples, any channel count; already validated) as
