@@ -241,15 +241,25 @@ async fn an_upgrade_under_load_fails_no_request_and_answers_every_job() {
         assert!(Instant::now() < waited, "the new backend got no request");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rows: Value = reqwest::get(format!("http://127.0.0.1:{admin}/admin/backends"))
-        .await
-        .expect("backends")
-        .json()
-        .await
-        .expect("json");
-    assert!(rows
-        .as_array()
-        .is_some_and(|r| r.iter().any(|b| b["addr"] == fast_b.addr().to_string())));
+    // For 5 s after SIGQUIT both processes accept (Pingora's hand-over), the admin listener's
+    // too: poll until the new process answers it.
+    let lists_b = || async {
+        let rows: Value = reqwest::get(format!("http://127.0.0.1:{admin}/admin/backends"))
+            .await
+            .expect("backends")
+            .json()
+            .await
+            .expect("json");
+        rows.as_array()
+            .is_some_and(|r| r.iter().any(|b| b["addr"] == fast_b.addr().to_string()))
+    };
+    while !lists_b().await {
+        assert!(
+            Instant::now() < waited,
+            "the admin plane never listed the new backend"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     for task in long {
         task.await.expect("a long request's task");
