@@ -46,11 +46,12 @@ async fn failed_probes(admin: u16, addr: &str) -> u64 {
         .text()
         .await
         .expect("text");
-    let series = format!("cosygate_deep_probes_total{{backend=\"{addr}\",result=\"failed\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let samples = common::metrics::parse_metrics(&text);
+    common::metrics::sum(
+        &samples,
+        "cosygate_deep_probes_total",
+        &[("backend", addr), ("result", "failed")],
+    ) as u64
 }
 
 async fn generate(gw: &Gateway, text: &str) -> u16 {

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod process;
 pub mod python;
 pub mod redis;
