@@ -54,6 +54,11 @@ fn form(fields: &[(&str, &str)], prompt: Option<&[u8]>) -> Form {
 }
 
 /// The fields of each FastAPI route for `text` (with the markers CosyVoice3 needs).
+/// POSTs a multipart form; the answer (any status).
+async fn post_form(c: &reqwest::Client, url: String, form: Form) -> reqwest::Response {
+    c.post(url).multipart(form).send().await.expect("answer")
+}
+
 fn route_fields(route: &str, text: &str) -> Vec<(&'static str, String)> {
     match route {
         "/inference_sft" => vec![("tts_text", text.into()), ("spk_id", "中文女".into())],
@@ -195,12 +200,7 @@ async fn fastapi_errors_look_like_fastapi() {
     let sim = Sim::start(FAST);
     let c = client(Duration::from_secs(5));
     // A missing field: 422 with FastAPI's detail list.
-    let resp = c
-        .post(sim.url("/inference_sft"))
-        .multipart(form(&[("spk_id", "中文女")], None))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(&c, sim.url("/inference_sft"), form(&[("spk_id", "中文女")], None)).await;
     assert_eq!(resp.status(), 422);
     let v: Value = resp.json().await.expect("json");
     assert_eq!(v["detail"][0]["type"], "missing");
@@ -228,21 +228,21 @@ async fn fastapi_errors_look_like_fastapi() {
     assert_eq!(resp.status(), 422);
     // A prompt that is not a WAV: load_wav raises before streaming, a plain 500.
     let fields = [("tts_text", "Hi."), ("prompt_text", "x<|endofprompt|>y")];
-    let resp = c
-        .post(sim.url("/inference_zero_shot"))
-        .multipart(form(&fields, Some(b"not a wav at all")))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(
+        &c,
+        sim.url("/inference_zero_shot"),
+        form(&fields, Some(b"not a wav at all")),
+    )
+    .await;
     assert_eq!(resp.status(), 500);
     assert_eq!(resp.text().await.expect("text"), "Internal Server Error");
     // Unknown speaker: 200, then the stream is cut without audio.
-    let resp = c
-        .post(sim.url("/inference_sft"))
-        .multipart(form(&[("tts_text", "Hi."), ("spk_id", "nobody")], None))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(
+        &c,
+        sim.url("/inference_sft"),
+        form(&[("tts_text", "Hi."), ("spk_id", "nobody")], None),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.is_err(), "the body is cut");
     // Unknown path and wrong method, as FastAPI answers them.
@@ -514,12 +514,12 @@ async fn fault_hook_refuses_bad_json_and_reset_clears() {
         assert_eq!(resp.status(), 400, "{bad}");
     }
     sim.fault("error500", 5).await;
-    let resp = c
-        .post(sim.url("/inference_sft"))
-        .multipart(form(&[("tts_text", "a"), ("spk_id", "中文女")], None))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(
+        &c,
+        sim.url("/inference_sft"),
+        form(&[("tts_text", "a"), ("spk_id", "中文女")], None),
+    )
+    .await;
     assert_eq!(resp.status(), 500);
     sim.reset().await;
     assert_eq!(
@@ -527,12 +527,12 @@ async fn fault_hook_refuses_bad_json_and_reset_clears() {
         json!({"requests": 0, "inflight": 0, "max_inflight": 0, "missing_endofprompt": 0, "gradio_queue_full": 0})
     );
     assert_eq!(sim.last().await, Value::Null);
-    let resp = c
-        .post(sim.url("/inference_sft"))
-        .multipart(form(&[("tts_text", "a"), ("spk_id", "中文女")], None))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(
+        &c,
+        sim.url("/inference_sft"),
+        form(&[("tts_text", "a"), ("spk_id", "中文女")], None),
+    )
+    .await;
     assert_eq!(resp.status(), 200, "the fault was cleared");
     // The probes a health checker uses: FastAPI has no /health, only with --json-health.
     let resp = c.get(sim.url("/health")).send().await.expect("answer");
@@ -756,12 +756,12 @@ async fn the_endless_fault_streams_audio_until_the_client_stops_reading() {
     let sim = Sim::start(FAST);
     sim.fault("endless", 1).await;
     let c = client(Duration::from_secs(10));
-    let mut resp = c
-        .post(sim.url("/inference_sft"))
-        .multipart(form(&[("tts_text", "Hi."), ("spk_id", "中文女")], None))
-        .send()
-        .await
-        .expect("answer");
+    let mut resp = post_form(
+        &c,
+        sim.url("/inference_sft"),
+        form(&[("tts_text", "Hi."), ("spk_id", "中文女")], None),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let mut read = 0usize;
     while read < 50 << 20 {
@@ -817,22 +817,22 @@ async fn upstream_server_behaviours() {
         .expect("answer");
     assert!(cut(resp).await, "inference_instruct on CosyVoice3");
     // Nothing speakable: 200, an empty and complete body.
-    let resp = c
-        .post(sim.url("/inference_cross_lingual"))
-        .multipart(form(&[("tts_text", "<|endofprompt|> ... !?")], Some(&prompt)))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(
+        &c,
+        sim.url("/inference_cross_lingual"),
+        form(&[("tts_text", "<|endofprompt|> ... !?")], Some(&prompt)),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.expect("complete").is_empty());
     // A string part over 1 MiB: Starlette's 400 at once.
     let big = format!("{MARK}{}", "x".repeat(1024 * 1024));
-    let resp = c
-        .post(sim.url("/inference_cross_lingual"))
-        .multipart(form(&[("tts_text", &big)], Some(&prompt)))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(
+        &c,
+        sim.url("/inference_cross_lingual"),
+        form(&[("tts_text", &big)], Some(&prompt)),
+    )
+    .await;
     assert_eq!(resp.status(), 400);
     assert_eq!(
         resp.json::<Value>().await.expect("json"),
@@ -841,12 +841,12 @@ async fn upstream_server_behaviours() {
     // A client that hangs up after the headers keeps the slot until its segment is done:
     // "Ten words ..." x15 starts with a 60-word segment of 15.96 s, 8 s of work at rtf 0.5.
     let text = format!("{MARK}{}", three_segments());
-    let resp = c
-        .post(sim.url("/inference_cross_lingual"))
-        .multipart(form(&[("tts_text", &text)], Some(&prompt)))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(
+        &c,
+        sim.url("/inference_cross_lingual"),
+        form(&[("tts_text", &text)], Some(&prompt)),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     drop(resp);
     let gone = Instant::now();
@@ -879,19 +879,14 @@ async fn upstream_server_behaviours() {
     ] {
         let fields = route_fields(route, "Hi.");
         let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let resp = c
-            .post(buggy.url(route))
-            .multipart(form(&refs, Some(&prompt)))
-            .send()
-            .await
-            .expect("answer");
+        let resp = post_form(&c, buggy.url(route), form(&refs, Some(&prompt))).await;
         assert!(cut(resp).await, "{route} under --upstream-bug tensor");
     }
-    let resp = c
-        .post(buggy.url("/inference_sft"))
-        .multipart(form(&[("tts_text", "Hi."), ("spk_id", "中文女")], None))
-        .send()
-        .await
-        .expect("answer");
+    let resp = post_form(
+        &c,
+        buggy.url("/inference_sft"),
+        form(&[("tts_text", "Hi."), ("spk_id", "中文女")], None),
+    )
+    .await;
     assert_eq!(resp.bytes().await.expect("complete").len(), 6720);
 }
