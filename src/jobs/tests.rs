@@ -1,4 +1,4 @@
-//! Tests of the job store (`jobs.rs`): ownership, expiry, the per-caller quota, the byte bound
+//! Tests of the job store (`mod.rs`): ownership, expiry, the per-caller quota, the byte bound
 //! with its tombstones, the count bound, and tasks that die.
 
 use super::*;
