@@ -18,3 +18,4 @@ pub mod redis_lock;
 pub mod schedule;
 pub mod supervisor;
 pub mod synth;
+pub mod voices;

@@ -30,6 +30,15 @@ pub fn route(path: &str) -> &'static str {
         "/generate" => "/generate",
         "/health" => "/health",
         p if p.starts_with("/v1/jobs/") => "/v1/jobs",
+        "/v1/voices" => "/v1/voices",
+        p if p.starts_with("/v1/voices/") => "/v1/voices",
+        "/v1/audio/speech" => "/v1/audio/speech",
+        "/v1/models" => "/v1/models",
+        "/inference_zero_shot" => "/inference_zero_shot",
+        "/inference_cross_lingual" => "/inference_cross_lingual",
+        "/inference_instruct" => "/inference_instruct",
+        "/inference_instruct2" => "/inference_instruct2",
+        "/inference_sft" => "/inference_sft",
         _ => "other",
     }
 }

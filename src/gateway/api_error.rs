@@ -1,5 +1,7 @@
-//! The one error shape every refusal and failure takes:
-//! `{"error":{"code":"text_too_long","message":"...","request_id":"..."}}`.
+//! The error shape every refusal and failure takes:
+//! `{"error":{"code":"text_too_long","message":"...","request_id":"..."}}`, and on OpenAI's
+//! routes OpenAI's own (`{"error":{"message","type","param","code"}}`, with the same codes),
+//! so that its client libraries report our errors as they report OpenAI's.
 //!
 //! Codes are stable once published (the README lists them); the message tells the caller what
 //! to do next.
@@ -16,6 +18,18 @@ pub struct ApiError {
     pub headers: Vec<(&'static str, String)>,
     /// Close the connection after answering (the request body was not read to its end).
     pub close: bool,
+    /// The request field the error is about, when one is (OpenAI's `param`).
+    pub param: Option<&'static str>,
+}
+
+/// Which error body a route answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorShape {
+    /// `{"error":{"code","message","request_id"}}`: every route of our own API.
+    #[default]
+    Cosygate,
+    /// `{"error":{"message","type","param","code"}}`: OpenAI's routes.
+    OpenAi,
 }
 
 impl ApiError {
@@ -26,6 +40,7 @@ impl ApiError {
             message: message.into(),
             headers: Vec::new(),
             close: false,
+            param: None,
         }
     }
 
@@ -54,7 +69,37 @@ impl ApiError {
         self
     }
 
-    /// The JSON body for this error.
+    /// The JSON body for this error, in `shape`.
+    pub fn to_json_in(&self, shape: ErrorShape, request_id: &str) -> Vec<u8> {
+        match shape {
+            ErrorShape::Cosygate => self.to_json(request_id),
+            ErrorShape::OpenAi => {
+                // OpenAI's `type` is the error's class; `code` is the specific reason.
+                let kind = match self.status {
+                    401 | 403 => "authentication_error",
+                    429 => "rate_limit_error",
+                    400..=499 => "invalid_request_error",
+                    _ => "server_error",
+                };
+                let body = serde_json::json!({"error": {
+                    "message": self.message,
+                    "type": kind,
+                    "param": self.param,
+                    "code": self.code,
+                    "request_id": request_id,
+                }});
+                body.to_string().into_bytes()
+            }
+        }
+    }
+
+    /// Names the request field the error is about (OpenAI's `param`).
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    /// The JSON body for this error in the contract's shape.
     pub fn to_json(&self, request_id: &str) -> Vec<u8> {
         #[derive(Serialize)]
         struct Body<'a> {

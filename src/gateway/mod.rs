@@ -12,12 +12,16 @@ mod body;
 mod body_budget;
 mod conn_cap;
 mod conn_guard;
+mod cosyvoice_routes;
 mod errors;
 mod generate;
+mod openai;
 mod respond;
+mod synthesis;
+mod voices;
 
 pub use access_log::TARGET as ACCESS_LOG_TARGET;
-pub use api_error::ApiError;
+pub use api_error::{ApiError, ErrorShape};
 pub use conn_guard::{check_header_limits, ConnectionGuard, PendingHeaders};
 
 use crate::admission::Admission;
@@ -53,6 +57,8 @@ pub struct RequestCtx {
     budget: Vec<(&'static str, String)>,
     /// A refusal found in `early_request_filter`, answered first thing in `request_filter`.
     early_error: Option<ApiError>,
+    /// The error body this route answers with (OpenAI's routes: OpenAI's shape).
+    error_shape: ErrorShape,
     /// The tenant label (`anonymous` until a token says otherwise), for the access log.
     tenant: String,
     /// The pool chosen, for the access log and `cosygate_requests_total`.
@@ -76,6 +82,9 @@ pub struct Gateway {
     /// The layers below the edge that answer a validated request.
     synthesizer: Synthesizer,
     jobs: Arc<Jobs>,
+    /// Registered voices (`/v1/voices`, `voice_id`, OpenAI's `voice`).
+    #[allow(dead_code)] // the voices routes being built
+    voices: Arc<crate::voices::VoiceStore>,
     limits: LimitsConf,
     /// Where the connection guard waits for request headers (see `conn_guard`).
     pending_headers: Arc<PendingHeaders>,
@@ -105,6 +114,7 @@ impl Gateway {
             cache,
             pools,
             jobs,
+            voices: Arc::default(),
             bodies: body_budget::BodyBudget::new(limits.max_bodies_in_flight.as_usize()),
             limits,
             pending_headers,
@@ -173,7 +183,7 @@ impl Gateway {
             );
         }
         err.headers.extend(ctx.budget.iter().cloned());
-        match respond::send_error(session, &err, &ctx.request_id).await {
+        match respond::send_error(session, &err, ctx.error_shape, &ctx.request_id).await {
             Ok(len) => ctx.bytes_out = len as u64,
             Err(e) => info!(
                 "request {}: client went away while answering: {e}",
@@ -198,6 +208,7 @@ impl ProxyHttp for Gateway {
             code: "",
             budget: Vec::new(),
             early_error: None,
+            error_shape: ErrorShape::Cosygate,
             tenant: "anonymous".to_string(),
             pool: String::new(),
             trace: None,
@@ -246,6 +257,21 @@ impl ProxyHttp for Gateway {
                 }
             }
             (p, _) if p.starts_with("/v1/jobs/") => self.fail(session, ctx, method_not_allowed("GET")).await,
+            (p, m) if p == "/v1/voices" || p.starts_with("/v1/voices/") => {
+                if let Err(err) = self.voices_route(session, ctx, &m, p).await {
+                    self.fail(session, ctx, err).await;
+                }
+            }
+            (p, m) if p.starts_with("/v1/audio/") || p == "/v1/models" || p.starts_with("/v1/models/") => {
+                if let Err(err) = self.openai_route(session, ctx, &m, p).await {
+                    self.fail(session, ctx, err).await;
+                }
+            }
+            (p, m) if p.starts_with("/inference_") => {
+                if let Err(err) = self.cosyvoice_route(session, ctx, &m, p).await {
+                    self.fail(session, ctx, err).await;
+                }
+            }
             ("/generate", _) => self.fail(session, ctx, method_not_allowed("POST")).await,
             ("/health", _) => self.fail(session, ctx, method_not_allowed("GET")).await,
             _ => {
@@ -253,7 +279,9 @@ impl ProxyHttp for Gateway {
                     404,
                     "not_found",
                     format!(
-                        "no route {path}; the API is POST /generate, GET /v1/jobs/{{id}} and GET /health"
+                        "no route {path}; the API is POST /generate, GET /v1/jobs/{{id}}, /v1/voices, \
+                         POST /v1/audio/speech, GET /v1/models, CosyVoice's /inference_* and GET /health \
+                         (see the README)"
                     ),
                 );
                 self.fail(session, ctx, err).await

@@ -1,7 +1,7 @@
-//! Writing answers to the client: the WAV, JSON bodies and errors, each complete with
-//! `Content-Length` and `X-Request-Id`.
+//! Writing answers to the client: the WAV, JSON bodies and errors (in the route's shape), each
+//! complete with `Content-Length` and `X-Request-Id`.
 
-use super::ApiError;
+use super::api_error::{ApiError, ErrorShape};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -33,13 +33,18 @@ pub async fn send(
 
 /// Writes an error in the contract's JSON shape, closing the connection when the error says so.
 /// Returns the body's length.
-pub async fn send_error(session: &mut Session, err: &ApiError, request_id: &str) -> pingora::Result<usize> {
+pub async fn send_error(
+    session: &mut Session,
+    err: &ApiError,
+    shape: ErrorShape,
+    request_id: &str,
+) -> pingora::Result<usize> {
     if err.close {
         session.set_keepalive(None);
     }
     let mut headers = vec![("Cache-Control", "no-store".to_string())];
     headers.extend(err.headers.iter().cloned());
-    let body = Bytes::from(err.to_json(request_id));
+    let body = Bytes::from(err.to_json_in(shape, request_id));
     let len = body.len();
     send(
         session,

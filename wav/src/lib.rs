@@ -5,6 +5,9 @@
 //! (`cosyvoice-sim`) share; nothing here knows about HTTP. The gateway re-exports it as
 //! `cosygate::api::wav`.
 
+mod resample;
+
+pub use resample::resample;
 use std::io::Cursor;
 
 /// Size of the canonical 44-byte PCM WAV header that [`pcm16_to_wav`] writes.
@@ -132,6 +135,69 @@ pub fn parse_wav(bytes: &[u8]) -> Result<WavInfo, WavError> {
     }
 }
 
+/// A WAV's samples (int of any width, or float; any channel count) as mono floats in -1..1,
+/// channels averaged, with the WAV's sample rate. Reads every sample: for a WAV already checked.
+pub fn mono_f32(bytes: &[u8]) -> Result<(Vec<f32>, u32), WavError> {
+    let bad = |e: hound::Error| WavError(format!("invalid WAV: {e}"));
+    let reader = hound::WavReader::new(Cursor::new(bytes)).map_err(bad)?;
+    let spec = reader.spec();
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader
+            .into_samples::<f32>()
+            .collect::<Result<_, _>>()
+            .map_err(bad)?,
+        hound::SampleFormat::Int => {
+            let scale = 2f32.powi(i32::from(spec.bits_per_sample.clamp(1, 32)) - 1);
+            reader
+                .into_samples::<i32>()
+                .map(|s| s.map(|v| v as f32 / scale))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?
+        }
+    };
+    let channels = usize::from(spec.channels.max(1));
+    let mono = interleaved
+        .chunks(channels)
+        .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32)
+        .collect();
+    Ok((mono, spec.sample_rate))
+}
+
+/// Where a WAV's sample data starts and how long it is, from its chunks (`fmt ` may be followed
+/// by others, such as `LIST`). For a WAV already checked.
+pub fn data_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut at = 12usize;
+    while at.checked_add(8)? <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().ok()?) as usize;
+        let body = at + 8;
+        if id == b"data" {
+            return Some(body..body.checked_add(len)?.min(bytes.len()));
+        }
+        at = body.checked_add(len)?.checked_add(len % 2)?;
+    }
+    None
+}
+
+/// A WAV as raw signed 16-bit little-endian mono PCM at `sample_rate`: a 16-bit mono WAV at
+/// that rate is its data chunk as is; anything else is mixed down and resampled.
+pub fn to_pcm16_mono(bytes: &[u8], sample_rate: u32) -> Result<Vec<u8>, WavError> {
+    let info = header_info(bytes)?;
+    if info.channels == 1 && info.bits_per_sample == 16 && info.sample_rate == sample_rate {
+        if let Some(range) = data_range(bytes) {
+            let mut pcm = bytes[range].to_vec();
+            pcm.truncate(pcm.len() & !1);
+            return Ok(pcm);
+        }
+    }
+    let (mono, rate) = mono_f32(bytes)?;
+    let at_rate = resample(&mono, rate, sample_rate);
+    Ok(at_rate
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +224,15 @@ mod tests {
         lying[4..8].copy_from_slice(&riff.to_le_bytes());
         assert!(parse_wav(&lying).is_err(), "lying data size");
         assert!(parse_wav(b"RIFF....WAVEfmt nothing at all here, really, no").is_err());
+    }
+
+    #[test]
+    fn pcm_answers_are_the_data_chunk_or_a_conversion() {
+        let pcm: Vec<u8> = (0..2400i16).flat_map(|i| (i * 7).to_le_bytes()).collect();
+        let wav = pcm16_to_wav(&pcm, 24000).expect("wav");
+        assert_eq!(to_pcm16_mono(&wav, 24000).expect("same rate"), pcm);
+        let halved = to_pcm16_mono(&wav, 12000).expect("resampled");
+        assert_eq!(halved.len(), pcm.len() / 2, "half the rate, half the samples");
+        assert_eq!(data_range(&wav), Some(WAV_HEADER_LEN..WAV_HEADER_LEN + pcm.len()));
     }
 }

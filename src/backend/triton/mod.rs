@@ -13,7 +13,6 @@
 
 pub mod grpc;
 pub mod http;
-pub mod resample;
 
 use super::attempt::AttemptError;
 use super::protocol::with_marker;
@@ -23,7 +22,6 @@ use crate::synth::Refusal;
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use std::future::Future;
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
@@ -116,43 +114,19 @@ pub fn sft_refusal(pool_name: &str) -> Refusal {
 /// The prompt WAV (any rate, int or float samples, any channel count; already validated) as
 /// 16 kHz mono floats in -1..1.
 fn prompt_samples(audio: &[u8]) -> Result<Vec<f32>, Refusal> {
-    let bad = |e: String| {
+    let (mono, rate) = wav::mono_f32(audio).map_err(|e| {
         Refusal::new(
             "invalid_prompt_audio",
             format!("prompt audio cannot be read: {e}"),
         )
-    };
-    let reader = hound::WavReader::new(Cursor::new(audio)).map_err(|e| bad(e.to_string()))?;
-    let spec = reader.spec();
-    if spec.sample_rate < INPUT_RATE {
+    })?;
+    if rate < INPUT_RATE {
         return Err(Refusal::new(
             "prompt_sample_rate",
-            format!(
-                "prompt audio is {} Hz; CosyVoice needs at least {INPUT_RATE} Hz",
-                spec.sample_rate
-            ),
+            format!("prompt audio is {rate} Hz; CosyVoice needs at least {INPUT_RATE} Hz"),
         ));
     }
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader
-            .into_samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(e.to_string()))?,
-        hound::SampleFormat::Int => {
-            let scale = 2f32.powi(i32::from(spec.bits_per_sample.clamp(1, 32)) - 1);
-            reader
-                .into_samples::<i32>()
-                .map(|s| s.map(|v| v as f32 / scale))
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(e.to_string()))?
-        }
-    };
-    let channels = usize::from(spec.channels.max(1));
-    let mono: Vec<f32> = interleaved
-        .chunks(channels)
-        .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32)
-        .collect();
-    Ok(resample::resample(&mono, spec.sample_rate, INPUT_RATE))
+    Ok(wav::resample(&mono, rate, INPUT_RATE))
 }
 
 /// Most bytes one answer may carry: `max_audio_seconds` of FP32 at 24 kHz plus framing.
@@ -226,7 +200,7 @@ fn waveform_to_wav(samples: &[f32], rate: u32) -> Result<Bytes, AttemptError> {
             "the waveform holds NaN or infinite samples".into(),
         ));
     }
-    let at_rate = resample::resample(samples, OUTPUT_RATE, rate);
+    let at_rate = wav::resample(samples, OUTPUT_RATE, rate);
     let pcm: Vec<u8> = at_rate
         .iter()
         .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
@@ -274,7 +248,7 @@ mod tests {
     fn prompts_of_any_rate_and_format_become_16k_mono_floats() {
         use hound::{SampleFormat, WavSpec, WavWriter};
         // 1 s stereo 48 kHz float, and 1 s 24 kHz int16.
-        let mut c = Cursor::new(Vec::new());
+        let mut c = std::io::Cursor::new(Vec::new());
         let spec = WavSpec {
             channels: 2,
             sample_rate: 48000,

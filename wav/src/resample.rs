@@ -1,5 +1,5 @@
-//! Sample-rate conversion for Triton's tensors: the prompt to the model's 16 kHz input, the
-//! model's 24 kHz waveform to the pool's `sample_rate` when that differs.
+//! Sample-rate conversion: prompts to a model's input rate (Triton's 16 kHz), waveforms to a pool's
+//! `sample_rate`, and any answer to the rate a raw-PCM client expects.
 //!
 //! A plain band-limited (windowed-sinc) resampler with a precomputed table per output phase:
 //! exact for any pair of integer rates, O(output × taps), no state between calls. Written here
