@@ -51,6 +51,9 @@ pub struct GenerateRequest {
     pub spk_id: Option<String>,
     pub seed: u64,
     pub speed: f64,
+    /// Send the audio as it is produced (`"stream": true`). How the answer is delivered, not
+    /// what it is: not part of the cache key.
+    pub stream: bool,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +74,8 @@ struct RawRequest {
     seed: Option<u64>,
     #[serde(default)]
     speed: Option<f64>,
+    #[serde(default)]
+    stream: Option<bool>,
 }
 
 impl GenerateRequest {
@@ -158,6 +163,7 @@ impl GenerateRequest {
             spk_id,
             seed: raw.seed.unwrap_or(0),
             speed,
+            stream: raw.stream.unwrap_or(false),
         })
     }
 }

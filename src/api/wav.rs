@@ -3,6 +3,6 @@
 //! conversions (mono, sample rate, raw PCM).
 
 pub use cosygate_wav::{
-    data_range, header_info, mono_f32, parse_wav, pcm16_to_wav, resample, to_pcm16_mono, WavError, WavInfo,
-    WAV_HEADER_LEN,
+    data_range, header_info, mono_f32, parse_wav, pcm16_header, pcm16_to_wav, resample, to_pcm16_mono,
+    WavError, WavInfo, WAV_HEADER_LEN,
 };

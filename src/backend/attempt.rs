@@ -3,6 +3,7 @@
 //! cap, and classify what went wrong. A body that ends early is a failure, never a short
 //! success; a body past the cap is abandoned unread and its connection closed, never pooled.
 
+use crate::synth::{LiveAudio, PcmFormat};
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
@@ -122,7 +123,9 @@ impl std::fmt::Display for AttemptError {
 
 /// Sends `req` to `addr` and returns the status and the complete body, all within `deadline`.
 /// A 200 body may have at most `max_bytes` (past it: [`AttemptError::TooLarge`], read no
-/// further); of any other answer at most [`ERROR_BODY_MAX`] bytes are read and kept.
+/// further); of any other answer at most [`ERROR_BODY_MAX`] bytes are read and kept. With a
+/// `tap`, a 200 body's chunks are also pushed to that live audio (as PCM of that format) as
+/// they arrive.
 pub async fn send(
     connector: &Connector,
     addr: SocketAddr,
@@ -130,6 +133,7 @@ pub async fn send(
     request_id: &str,
     deadline: Duration,
     max_bytes: usize,
+    tap: Option<(&LiveAudio, PcmFormat)>,
 ) -> Result<(u16, Bytes), AttemptError> {
     let started = Instant::now();
     let exchange = Exchange {
@@ -140,6 +144,7 @@ pub async fn send(
         headers: &[],
     };
     let mut sink = Collect::new(max_bytes);
+    sink.tap = tap;
     let call = exchange_into(connector, addr, &exchange, request_id, max_bytes, &mut sink);
     match tokio::time::timeout(deadline, call).await {
         Ok(Ok((200, _))) => Ok((200, sink.body.freeze())),
@@ -171,28 +176,34 @@ pub trait BodySink {
     fn header(&mut self, _header: &pingora::http::ResponseHeader) {}
 }
 
-/// Keeps a whole body, at most `max` bytes ([`AttemptError::TooLarge`] past it).
+/// Keeps a whole body, at most `max` bytes ([`AttemptError::TooLarge`] past it), and pushes
+/// each chunk to its `tap`, when it has one.
 #[derive(Debug)]
-pub struct Collect {
+pub struct Collect<'a> {
     pub body: BytesMut,
     max: usize,
+    tap: Option<(&'a LiveAudio, PcmFormat)>,
 }
 
-impl Collect {
+impl Collect<'_> {
     pub fn new(max: usize) -> Self {
         Self {
             body: BytesMut::new(),
             max,
+            tap: None,
         }
     }
 }
 
-impl BodySink for Collect {
+impl BodySink for Collect<'_> {
     fn take(&mut self, chunk: &[u8]) -> Result<bool, AttemptError> {
         if self.body.len().saturating_add(chunk.len()) > self.max {
             return Err(AttemptError::TooLarge { limit: self.max });
         }
         self.body.extend_from_slice(chunk);
+        if let Some((live, format)) = self.tap {
+            live.push(format, Bytes::copy_from_slice(chunk));
+        }
         Ok(false)
     }
 }

@@ -53,7 +53,7 @@ impl DeepProbe {
         let id = format!("deep-probe-{:016x}", rand::random::<u64>());
         let wav = self
             .pools
-            .attempt(&prepared, addr, &id, limit)
+            .attempt(&prepared, addr, &id, limit, None)
             .await
             .map_err(|e| e.to_string())?;
         let info = wav::parse_wav(&wav).map_err(|e| e.to_string())?;
@@ -124,6 +124,7 @@ fn probe_request(pool: &BackendPool) -> GenerateRequest {
         spk_id: None,
         seed: 0,
         speed: 1.0,
+        stream: false,
     }
 }
 

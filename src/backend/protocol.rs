@@ -12,7 +12,7 @@ use super::gradio;
 use super::multipart::Form;
 use crate::api::{wav, GenerateRequest, Mode, END_OF_PROMPT};
 use crate::config::{ModelFamily, PoolConf, Protocol};
-use crate::synth::Refusal;
+use crate::synth::{LiveAudio, PcmFormat, Refusal};
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use std::net::SocketAddr;
@@ -39,6 +39,8 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, 
 }
 
 /// One attempt on `addr` for `pool`'s protocol, within `deadline`: the checked WAV, or why not.
+/// CosyVoice's FastAPI server streams raw PCM: its chunks go to `live` as they arrive (the
+/// other protocols' audio is published whole when the synthesis ends).
 pub async fn run(
     connector: &Connector,
     pool: &PoolConf,
@@ -46,6 +48,7 @@ pub async fn run(
     upstream: &UpstreamRequest,
     request_id: &str,
     deadline: Duration,
+    live: Option<&LiveAudio>,
 ) -> Result<Bytes, AttemptError> {
     let max = pool.max_answer_bytes();
     // Each arm is boxed: an attempt's exchanges make large futures, and held inline they
@@ -56,7 +59,20 @@ pub async fn run(
             Box::pin(gradio::send(connector, addr, upstream, request_id, deadline, max)).await
         }
         _ => Box::pin(attempt::send(
-            connector, addr, upstream, request_id, deadline, max,
+            connector,
+            addr,
+            upstream,
+            request_id,
+            deadline,
+            max,
+            live.filter(|_| pool.protocol == Protocol::CosyvoiceFastapi)
+                .map(|live| {
+                    let format = PcmFormat {
+                        sample_rate: pool.sample_rate,
+                        channels: 1,
+                    };
+                    (live, format)
+                }),
         ))
         .await
         .and_then(|(status, body)| decode(pool, status, body)),

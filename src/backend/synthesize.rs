@@ -19,7 +19,7 @@ use super::attempt::AttemptError;
 use super::{protocol, triton, BackendPool, PoolSet, Prepared, Synthesis};
 use crate::metrics;
 use crate::schedule::QueueError;
-use crate::synth::{Report, SynthError};
+use crate::synth::{LiveAudio, Report, SynthError};
 use bytes::Bytes;
 use log::{info, warn};
 use std::net::SocketAddr;
@@ -107,6 +107,7 @@ impl PoolSet {
         client: &str,
         request_id: &str,
         progress: &dyn Report,
+        live: &LiveAudio,
     ) -> Result<Synthesis, SynthError> {
         let Prepared { pool, text, .. } = prepared;
         let conf = &pool.conf;
@@ -160,7 +161,8 @@ impl PoolSet {
             let sent_at = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = conf.timeout.0.min(remaining);
-            let outcome = self.attempt(prepared, addr, request_id, limit).await;
+            live.retake();
+            let outcome = self.attempt(prepared, addr, request_id, limit, Some(live)).await;
             let e = match outcome {
                 Ok(wav) => {
                     metrics::BACKEND_DURATION
@@ -230,6 +232,7 @@ impl PoolSet {
         }
         drop(held);
         if let Some(fallback) = &self.fallback {
+            live.retake();
             let wav = fallback.speak(text).await?;
             warn!(
                 "request {request_id}: pool {} could not serve; answered with the fallback voice",
@@ -248,8 +251,9 @@ impl PoolSet {
 
 impl PoolSet {
     /// One attempt of a prepared request on the backend `addr` within `limit`: the request in
-    /// the pool's protocol, the answer decoded into a checked WAV. The synthesis above and the
-    /// deep health probe (`deep_probe.rs`) both go through here.
+    /// the pool's protocol, the answer decoded into a checked WAV; a backend that streams its
+    /// audio pushes it to `live` as it arrives. The synthesis above and the deep health probe
+    /// (`deep_probe.rs`, without `live`) both go through here.
     #[inline(never)]
     pub fn attempt<'a>(
         &'a self,
@@ -257,6 +261,7 @@ impl PoolSet {
         addr: SocketAddr,
         request_id: &'a str,
         limit: Duration,
+        live: Option<&'a LiveAudio>,
     ) -> triton::Boxed<'a, Result<Bytes, AttemptError>> {
         let conf = &prepared.pool.conf;
         match &prepared.triton {
@@ -268,6 +273,7 @@ impl PoolSet {
                 &prepared.upstream,
                 request_id,
                 limit,
+                live,
             )),
         }
     }

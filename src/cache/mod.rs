@@ -23,7 +23,7 @@ use crate::api::GenerateRequest;
 use crate::config::{CacheConf, CacheShare};
 use crate::metrics;
 use crate::redis_link::RedisLink;
-use crate::synth::{Source, SynthError, Synthesized};
+use crate::synth::{Listen, LiveAudio, Source, SynthError, Synthesized, Tap};
 use disk::DiskTier;
 pub use entry::{CacheKey, CachedWav};
 use memory::MemoryTier;
@@ -51,7 +51,8 @@ pub struct Cache {
     lock_hold: Duration,
     /// A flight's answer (with its source and `degraded`, so joiners are told the same), and
     /// whether it was synthesized by this flight.
-    flights: SingleFlight<Result<(Synthesized, bool), SynthError>>,
+    /// Each flight's live audio is handed to the streaming requests that start or join it.
+    flights: SingleFlight<Result<(Synthesized, bool), SynthError>, Arc<LiveAudio>>,
     /// Entries answered whose store is still running (at most `STORES_IN_FLIGHT`).
     storing: Mutex<HashMap<CacheKey, CachedWav>>,
     /// One per store running after its answer.
@@ -144,15 +145,18 @@ impl Cache {
         None
     }
 
-    /// Answers from the cache, or runs `synthesize` once for all identical requests in flight
-    /// and stores its result (when cacheable). `params` describe the request for the disk tier.
-    /// The answer's `source` is the tier of a hit, `InFlight` for a joined synthesis, or the
-    /// synthesis's own; its `key` is `key`.
+    /// Answers from the cache, or runs `synthesize(live)` once for all identical requests in
+    /// flight and stores its result (when cacheable). `params` describe the request for the
+    /// disk tier. The answer's `source` is the tier of a hit, `InFlight` for a joined synthesis,
+    /// or the synthesis's own; its `key` is `key`. A streaming request's `listen` is handed the
+    /// flight's live audio (which ends with the flight's answer or error, whoever produced it);
+    /// a hit drops it unsent.
     pub async fn get_or_synthesize<F>(
         self: &Arc<Self>,
         key: CacheKey,
         params: serde_json::Value,
-        synthesize: F,
+        synthesize: impl FnOnce(Arc<LiveAudio>) -> F,
+        listen: Option<Listen>,
     ) -> Result<Synthesized, SynthError>
     where
         F: Future<Output = Fresh> + Send + 'static,
@@ -162,8 +166,26 @@ impl Cache {
             return Ok(from_tier(hit, tier, key));
         }
         let this = self.clone();
-        let work = async move { this.fill(key, params, synthesize).await };
-        let (result, led) = self.flights.run(key, work).await;
+        let work = move |live: Arc<LiveAudio>| {
+            let synthesis = synthesize(live.clone());
+            async move {
+                let out = this.fill(key, params, synthesis).await;
+                match &out {
+                    Ok((answer, _)) => live.finish(&answer.wav, answer.degraded),
+                    Err(e) => live.fail(e.clone()),
+                }
+                out
+            }
+        };
+        let joined = self.flights.join(key, LiveAudio::new, work);
+        if let Some(listen) = listen {
+            let _ = listen.send(Tap {
+                live: joined.side.clone(),
+                joined: !joined.led,
+            });
+        }
+        let led = joined.led;
+        let result = joined.flight.await;
         // A failed synthesis was a lookup too (a miss), so hits / lookups is the share answered
         // without a synthesis of their own.
         let hit = result.as_ref().is_ok_and(|(_, fresh)| !led || !fresh);

@@ -2,9 +2,12 @@
 //! requests that arrive meanwhile wait for it and get a clone of its result (the same bytes, or
 //! the same error). The work lives as long as any caller still waits for it; when the last one
 //! goes away, it is dropped (and so leaves the queue, or releases its backend slot).
+//!
+//! Each flight also carries a *side* value made when it starts and handed to every caller
+//! that joins it (the cache's: the flight's live audio, which streaming callers read).
 
 use super::entry::CacheKey;
-use futures_util::future::{BoxFuture, FutureExt, WeakShared};
+use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,14 +15,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The map holds flights weakly: only waiting callers keep a flight alive.
-type Flights<T> = Arc<Mutex<HashMap<CacheKey, (u64, WeakShared<BoxFuture<'static, T>>)>>>;
+type Flights<T, S> = Arc<Mutex<HashMap<CacheKey, (u64, WeakShared<BoxFuture<'static, T>>, S)>>>;
 
-pub struct SingleFlight<T: Clone + Send + Sync + 'static> {
-    flights: Flights<T>,
+/// A flight joined (or started): await `flight` for the result; `side` is the flight's.
+pub struct Joined<T: Clone, S> {
+    pub flight: Shared<BoxFuture<'static, T>>,
+    pub side: S,
+    /// Whether this caller started the work.
+    pub led: bool,
+}
+
+pub struct SingleFlight<T: Clone + Send + Sync + 'static, S: Clone + Send + 'static = ()> {
+    flights: Flights<T, S>,
     next_id: AtomicU64,
 }
 
-impl<T: Clone + Send + Sync + 'static> Default for SingleFlight<T> {
+impl<T: Clone + Send + Sync + 'static, S: Clone + Send + 'static> Default for SingleFlight<T, S> {
     fn default() -> Self {
         Self {
             flights: Arc::new(Mutex::new(HashMap::new())),
@@ -30,55 +41,75 @@ impl<T: Clone + Send + Sync + 'static> Default for SingleFlight<T> {
 
 /// Removes a flight from the map when its work finishes or is dropped, unless a newer flight
 /// for the same key has replaced it.
-struct Landing<T: Clone + Send + Sync + 'static> {
-    flights: Flights<T>,
+struct Landing<T: Clone + Send + Sync + 'static, S: Clone + Send + 'static> {
+    flights: Flights<T, S>,
     key: CacheKey,
     id: u64,
 }
 
-impl<T: Clone + Send + Sync + 'static> Drop for Landing<T> {
+impl<T: Clone + Send + Sync + 'static, S: Clone + Send + 'static> Drop for Landing<T, S> {
     fn drop(&mut self) {
         {
             let mut map = self.flights.lock();
-            if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            if map.get(&self.key).is_some_and(|(id, _, _)| *id == self.id) {
                 map.remove(&self.key);
             }
         }
     }
 }
 
-impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
-    /// Runs `work` for `key`, or joins the flight already running for it. Returns the result
-    /// and whether this caller started the work.
-    pub async fn run<F>(&self, key: CacheKey, work: F) -> (T, bool)
+impl<T: Clone + Send + Sync + 'static, S: Clone + Send + 'static> SingleFlight<T, S> {
+    /// Joins the flight running for `key`, or starts one: `side()` makes its side value and
+    /// `work(side)` its work (neither runs when joining). Does not wait: the work runs when the
+    /// returned flight is awaited, for as long as one caller awaits it.
+    pub fn join<F>(&self, key: CacheKey, side: impl FnOnce() -> S, work: impl FnOnce(S) -> F) -> Joined<T, S>
     where
         F: Future<Output = T> + Send + 'static,
     {
-        let (flight, led) = {
-            let mut map = self.flights.lock();
-            match map.get(&key).and_then(|(_, weak)| weak.upgrade()) {
-                Some(flight) => (flight, false),
-                None => {
-                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let landing = Landing {
-                        flights: self.flights.clone(),
-                        key,
-                        id,
-                    };
-                    let flight = async move {
-                        let _landing = landing;
-                        work.await
-                    }
-                    .boxed()
-                    .shared();
-                    if let Some(weak) = flight.downgrade() {
-                        map.insert(key, (id, weak));
-                    }
-                    (flight, true)
-                }
-            }
+        let mut map = self.flights.lock();
+        if let Some((flight, side)) = map
+            .get(&key)
+            .and_then(|(_, weak, side)| Some((weak.upgrade()?, side.clone())))
+        {
+            return Joined {
+                flight,
+                side,
+                led: false,
+            };
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let landing = Landing {
+            flights: self.flights.clone(),
+            key,
+            id,
         };
-        (flight.await, led)
+        let side = side();
+        let work = work(side.clone());
+        let flight = async move {
+            let _landing = landing;
+            work.await
+        }
+        .boxed()
+        .shared();
+        if let Some(weak) = flight.downgrade() {
+            map.insert(key, (id, weak, side.clone()));
+        }
+        Joined {
+            flight,
+            side,
+            led: true,
+        }
+    }
+
+    /// Runs `work` for `key`, or joins the flight already running for it, and waits for the
+    /// result. Returns the result and whether this caller started the work.
+    pub async fn run<F>(&self, key: CacheKey, work: F) -> (T, bool)
+    where
+        F: Future<Output = T> + Send + 'static,
+        S: Default,
+    {
+        let joined = self.join(key, S::default, |_| work);
+        (joined.flight.await, joined.led)
     }
 
     /// Keys with work in flight.

@@ -76,10 +76,12 @@ impl Gateway {
         } else {
             GenerateRequest::parse(&raw, limits)?
         };
+        // A stream answers as the audio comes; it never becomes a job (`Prefer: respond-async`
+        // is a preference, RFC 7240, and is not honoured for streams).
         let answering = Answering {
             format: AudioFormat::Wav,
-            stream: false,
-            may_defer: true,
+            stream: req.stream,
+            may_defer: !req.stream,
         };
         let validated = Validated { pool, req, held };
         self.synthesize_and_answer(session, ctx, &caller, validated, answering)

@@ -17,6 +17,7 @@ mod errors;
 mod generate;
 mod openai;
 mod respond;
+mod stream;
 mod synthesis;
 mod voices;
 
@@ -57,6 +58,11 @@ pub struct RequestCtx {
     budget: Vec<(&'static str, String)>,
     /// A refusal found in `early_request_filter`, answered first thing in `request_filter`.
     early_error: Option<ApiError>,
+    /// A streamed answer that could not be completed: the exchange ends without its final
+    /// chunk (see `stream.rs`).
+    cut: bool,
+    /// A streamed answer's audio is the fallback voice's (`X-Degraded`).
+    degraded_stream: bool,
     /// The error body this route answers with (OpenAI's routes: OpenAI's shape).
     error_shape: ErrorShape,
     /// The tenant label (`anonymous` until a token says otherwise), for the access log.
@@ -209,6 +215,8 @@ impl ProxyHttp for Gateway {
             budget: Vec::new(),
             early_error: None,
             error_shape: ErrorShape::Cosygate,
+            cut: false,
+            degraded_stream: false,
             tenant: "anonymous".to_string(),
             pool: String::new(),
             trace: None,
@@ -287,7 +295,54 @@ impl ProxyHttp for Gateway {
                 self.fail(session, ctx, err).await
             }
         }
+        if ctx.cut {
+            // A streamed answer that cannot be completed: end the exchange with an error so
+            // that Pingora does not write the terminating chunk (see `fail_to_proxy`).
+            return Error::e_explain(
+                ErrorType::Custom("stream_cut"),
+                "the streamed audio was cut; the body is left unterminated",
+            );
+        }
         Ok(true)
+    }
+
+    /// Runs when a phase returned an error: the only one cosygate returns is a cut stream,
+    /// whose headers and part of whose body are already sent, so nothing more is written and
+    /// the connection is closed.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut RequestCtx,
+    ) -> pingora::proxy::FailToProxy {
+        // Otherwise as Pingora's default: the error's status, nothing on a dead connection.
+        let code = match (ctx.cut, e.etype(), e.esource()) {
+            (true, _, _) => 0,
+            (_, ErrorType::HTTPStatus(code), _) => *code,
+            (
+                _,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => 0,
+            (_, _, ErrorSource::Downstream) => 400,
+            (_, _, ErrorSource::Upstream) => 502,
+            _ => 500,
+        };
+        if code > 0 {
+            if let Err(e) = session.respond_error(code).await {
+                info!("request {}: cannot answer the error: {e}", ctx.request_id);
+            }
+            ctx.status = code;
+        }
+        pingora::proxy::FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// A cut stream is logged once, by the stream itself, and in the access log.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _e: &pingora::Error) -> bool {
+        ctx.cut
     }
 
     /// Never reached: every route answers in `request_filter`.

@@ -42,7 +42,6 @@ pub(super) enum AudioFormat {
 
 /// How a route wants its synthesis answered.
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)] // `stream`: being built
 pub(super) struct Answering {
     pub format: AudioFormat,
     /// Send the audio as it is produced (chunked) instead of as one complete body.
@@ -145,6 +144,13 @@ impl Gateway {
         let eta = pool.scheduler.eta(pool.scheduler.queue_len());
         let progress: Progress = Arc::new(Mutex::new(Phase::Pending { eta }));
         let async_after = pool.conf.queue.async_after.0;
+        let key_hex = cache_key.as_ref().map(|(key, _)| key.hex());
+        let (listen, mut tapped) = if answering.stream {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let request = SynthRequest {
             req,
             prepared,
@@ -153,6 +159,7 @@ impl Gateway {
             no_store: header_has(session, http::header::CACHE_CONTROL, b"no-store"),
             client: caller.owner(),
             request_id: ctx.request_id.clone(),
+            listen,
         };
         let respond_async = answering.may_defer
             && header_has(session, http::HeaderName::from_static("prefer"), b"respond-async");
@@ -182,8 +189,21 @@ impl Gateway {
             loop {
                 let wake = deadline.max(Instant::now() + Duration::from_millis(50));
                 tokio::select! {
+                    biased;
+                    tap = next_tap(&mut tapped) => {
+                        tapped = None;
+                        if let Some(tap) = tap {
+                            // A streaming request whose synthesis started (or was joined).
+                            return self.answer_stream(session, ctx, tap, key_hex, answering.format, &mut task).await;
+                        }
+                    }
                     result = &mut task => {
                         let answer = result.map_err(|e| ApiError::new(500, "internal", format!("the synthesis task failed: {e}")))??;
+                        if answering.stream {
+                            let head = super::stream::StreamHead { headers: answer_headers(ctx, &answer) };
+                            let streamed = self.stream_whole(session, ctx, &answer, head, answering.format).await;
+                            return super::stream::settle(session, ctx, streamed);
+                        }
                         self.send_answer(session, ctx, answer, answering.format).await;
                         return Ok(());
                     }
@@ -223,9 +243,8 @@ impl Gateway {
         answer: Synthesized,
         format: AudioFormat,
     ) {
-        let mut headers = answer_headers(ctx, &answer);
+        let headers = answer_headers(ctx, &answer);
         ctx.audio_seconds = audio_seconds(&answer.wav);
-        headers.extend(ctx.budget.iter().cloned());
         match format {
             AudioFormat::Wav => {
                 self.write(session, ctx, 200, "audio/wav", &headers, answer.wav)
@@ -255,8 +274,19 @@ impl Gateway {
 /// server and of OpenAI's `pcm` read the bytes whatever the type says).
 pub(super) const PCM_CONTENT_TYPE: &str = "application/octet-stream";
 
-/// The cache headers of an answer (and the access log's note of them).
-fn answer_headers(ctx: &mut RequestCtx, answer: &Synthesized) -> Vec<(&'static str, String)> {
+/// The next tap of a streaming request (None: none will come, the answer is whole); pends
+/// forever for a request that is not streaming.
+async fn next_tap(
+    rx: &mut Option<tokio::sync::oneshot::Receiver<crate::synth::Tap>>,
+) -> Option<crate::synth::Tap> {
+    match rx {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The cache headers of an answer (and the access log's note of them), with the budget.
+pub(super) fn answer_headers(ctx: &mut RequestCtx, answer: &Synthesized) -> Vec<(&'static str, String)> {
     let mut headers = Vec::new();
     let tier = match answer.source {
         Source::Tier(tier) => Some(tier),
@@ -280,6 +310,7 @@ fn answer_headers(ctx: &mut RequestCtx, answer: &Synthesized) -> Vec<(&'static s
     if let Some(key) = answer.key {
         headers.push(("X-Cache-Key", key.hex()));
     }
+    headers.extend(ctx.budget.iter().cloned());
     headers
 }
 

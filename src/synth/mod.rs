@@ -6,14 +6,17 @@
 //! - `stack.rs`: the [`Synthesizer`], layers around the backends: the cache with single flight
 //!   (or its bypass) around the pool's deadline, retries and fallback (`backend/`), all
 //!   reporting progress through [`Report`] so a 202 job can tell where it is.
+//! - `live.rs`: [`LiveAudio`], a synthesis's audio as it is produced, for streaming callers.
 //! - `trace.rs`: a [`Report`] that also keeps attempts, backend and queue wait for the access
 //!   log.
 
 mod error;
+pub mod live;
 mod stack;
 mod trace;
 
 pub use error::{Refusal, SynthError};
+pub use live::{LiveAudio, LiveReader, Next, PcmFormat};
 pub use stack::{PrecomputedKey, SynthRequest, Synthesizer};
 pub use trace::{Trace, Traced};
 
@@ -58,6 +61,18 @@ impl Synthesized {
             .unwrap_or(0)
     }
 }
+
+/// The live audio a streaming request's answer is read from: the synthesis it started, or
+/// the identical one already running that it `joined`.
+#[derive(Debug, Clone)]
+pub struct Tap {
+    pub live: Arc<LiveAudio>,
+    pub joined: bool,
+}
+
+/// Where a streaming request is handed its [`Tap`] once its synthesis starts or is joined
+/// (dropped unsent when the answer came from a cache tier).
+pub type Listen = tokio::sync::oneshot::Sender<Tap>;
 
 /// Reads a queued request's live position and expected wait (None once it has a slot).
 pub type Position = Arc<dyn Fn() -> Option<(usize, Duration)> + Send + Sync>;

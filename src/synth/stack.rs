@@ -9,7 +9,7 @@
 //!
 //! The job layer (`jobs::track`) wraps it from outside, recording the result for pollers.
 
-use super::{Report, Source, SynthError, Synthesized};
+use super::{Listen, LiveAudio, Report, Source, SynthError, Synthesized, Tap};
 use crate::api::GenerateRequest;
 use crate::backend::{PoolSet, Prepared};
 use crate::cache::{self, Cache, CacheKey};
@@ -33,6 +33,8 @@ pub struct SynthRequest {
     /// The fairness key in the queue: token name, or client IP.
     pub client: String,
     pub request_id: String,
+    /// A streaming request: told which live audio to read (see [`Listen`]).
+    pub listen: Option<Listen>,
 }
 
 /// The layers, assembled once at start.
@@ -64,11 +66,23 @@ impl Synthesizer {
             no_store,
             client,
             request_id,
+            listen,
         } = r;
         let pools = self.pools.clone();
         let Some(cache) = self.cache.clone().filter(|_| !no_store) else {
-            let (s, _) = backends(pools, prepared, client, request_id, progress).await?;
-            return Ok(s);
+            let live = LiveAudio::new();
+            if let Some(listen) = listen {
+                let _ = listen.send(Tap {
+                    live: live.clone(),
+                    joined: false,
+                });
+            }
+            let result = backends(pools, prepared, client, request_id, progress, live.clone()).await;
+            match &result {
+                Ok((s, _)) => live.finish(&s.wav, s.degraded),
+                Err(e) => live.fail(e.clone()),
+            }
+            return result.map(|(s, _)| s);
         };
         let (key, params) = cache_key.unwrap_or_else(|| {
             let pool = &prepared.pool;
@@ -76,22 +90,24 @@ impl Synthesizer {
             (key, cache::key::describe(&pool.name, &req))
         });
         drop(req);
-        let fill = backends(pools, prepared, client, request_id, progress);
-        cache.get_or_synthesize(key, params, fill).await
+        let fill = move |live| backends(pools, prepared, client, request_id, progress, live);
+        cache.get_or_synthesize(key, params, fill, listen).await
     }
 }
 
-/// The innermost layer: the pool's queue, attempts, retries, deadline and fallback. Returns the
-/// answer and whether the cache may keep it (fallback audio only with `fallback.cache`).
+/// The innermost layer: the pool's queue, attempts, retries, deadline and fallback, pushing
+/// audio to `live` as a backend streams it. Returns the answer and whether the cache may keep
+/// it (fallback audio only with `fallback.cache`).
 async fn backends(
     pools: Arc<PoolSet>,
     prepared: Prepared,
     client: String,
     request_id: String,
     progress: Arc<dyn Report>,
+    live: Arc<LiveAudio>,
 ) -> Result<(Synthesized, bool), SynthError> {
     let s = pools
-        .synthesize(&prepared, &client, &request_id, &*progress)
+        .synthesize(&prepared, &client, &request_id, &*progress, &live)
         .await?;
     let answer = Synthesized {
         wav: s.wav,

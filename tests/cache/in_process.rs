@@ -129,7 +129,7 @@ async fn a_miss_is_looked_up_once_and_its_joiners_need_no_store() {
         key: None,
     };
     let miss = cache
-        .get_or_synthesize(key, json!({}), async move { Ok((made, true)) })
+        .get_or_synthesize(key, json!({}), |_| async move { Ok((made, true)) }, None)
         .await
         .expect("synthesized");
     assert_eq!(miss.source, Source::Backend("127.0.0.1:9".parse().expect("addr")));
@@ -141,9 +141,12 @@ async fn a_miss_is_looked_up_once_and_its_joiners_need_no_store() {
     );
     // Whatever the store's progress, an identical request is answered from that synthesis.
     let again = cache
-        .get_or_synthesize(key, json!({}), async {
-            Err(cosygate::synth::SynthError::Internal("synthesized twice".into()))
-        })
+        .get_or_synthesize(
+            key,
+            json!({}),
+            |_| async { Err(cosygate::synth::SynthError::Internal("synthesized twice".into())) },
+            None,
+        )
         .await
         .expect("answered from the first synthesis");
     assert_eq!(again.wav, e.wav);

@@ -231,6 +231,7 @@ pub fn upstream_with(answer: &[u8], expected: Option<&[u8]>) {
                 "fuzz",
                 Duration::from_secs(5),
                 MAX_BODY,
+                None,
             )
             .await,
         )

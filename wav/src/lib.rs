@@ -135,6 +135,33 @@ pub fn parse_wav(bytes: &[u8]) -> Result<WavInfo, WavError> {
     }
 }
 
+/// The 44-byte header of a 16-bit PCM WAV at `sample_rate` with `channels`. With
+/// `data_len: None` it is a *streaming* header: the RIFF and data sizes are `0xFFFFFFFF`
+/// ("unknown length", as OpenAI and most streaming TTS servers send; players read to the end).
+pub fn pcm16_header(sample_rate: u32, channels: u16, data_len: Option<u32>) -> [u8; WAV_HEADER_LEN] {
+    let block_align = channels.saturating_mul(2);
+    let byte_rate = sample_rate.saturating_mul(u32::from(block_align));
+    let (riff_len, data_len) = match data_len {
+        Some(n) => (n.saturating_add(36), n),
+        None => (u32::MAX, u32::MAX),
+    };
+    let mut h = [0u8; WAV_HEADER_LEN];
+    h[0..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(&riff_len.to_le_bytes());
+    h[8..12].copy_from_slice(b"WAVE");
+    h[12..16].copy_from_slice(b"fmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    h[20..22].copy_from_slice(&1u16.to_le_bytes());
+    h[22..24].copy_from_slice(&channels.to_le_bytes());
+    h[24..28].copy_from_slice(&sample_rate.to_le_bytes());
+    h[28..32].copy_from_slice(&byte_rate.to_le_bytes());
+    h[32..34].copy_from_slice(&block_align.to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&data_len.to_le_bytes());
+    h
+}
+
 /// A WAV's samples (int of any width, or float; any channel count) as mono floats in -1..1,
 /// channels averaged, with the WAV's sample rate. Reads every sample: for a WAV already checked.
 pub fn mono_f32(bytes: &[u8]) -> Result<(Vec<f32>, u32), WavError> {
@@ -234,5 +261,14 @@ mod tests {
         let halved = to_pcm16_mono(&wav, 12000).expect("resampled");
         assert_eq!(halved.len(), pcm.len() / 2, "half the rate, half the samples");
         assert_eq!(data_range(&wav), Some(WAV_HEADER_LEN..WAV_HEADER_LEN + pcm.len()));
+        let len = u32::try_from(pcm.len()).expect("small");
+        assert_eq!(
+            &pcm16_header(24000, 1, Some(len))[..],
+            &wav[..WAV_HEADER_LEN],
+            "as hound writes it"
+        );
+        let streaming = pcm16_header(24000, 1, None);
+        assert_eq!(&streaming[4..8], &[0xFF; 4]);
+        assert_eq!(&streaming[40..44], &[0xFF; 4]);
     }
 }

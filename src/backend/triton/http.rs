@@ -182,7 +182,7 @@ async fn exchange(
 
 /// A 200 answer's body and the length of its JSON part (`Inference-Header-Content-Length`).
 struct Answer {
-    body: Collect,
+    body: Collect<'static>,
     json_len: Option<usize>,
 }
 
