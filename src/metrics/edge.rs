@@ -80,12 +80,37 @@ metric! {
     )
 }
 
+metric! {
+    /// Streamed answers: time from the request's headers to its first audio.
+    STREAM_FIRST_AUDIO: HistogramVec = HistogramVec::new(
+        ms_histogram(
+            "cosygate_stream_first_audio_milliseconds",
+            "Streamed answers: time from the request headers to the first audio sent, by route and cache result",
+        ),
+        &["route", "cache"],
+    )
+}
+
+metric! {
+    /// Streamed answers by how they ended.
+    STREAMS: IntCounterVec = IntCounterVec::new(
+        opts(
+            "cosygate_streams_total",
+            "Streamed answers by how they ended: whole, cut (ended unterminated after audio), gone (client left)",
+        ),
+        &["outcome"],
+    )
+}
+
 pub(super) fn touch() {
     CONCURRENT_REQUESTS.get();
     RATE_LIMITED.get();
     BODIES_IN_FLIGHT.get();
     BODY_BYTES_IN_FLIGHT.get();
-    let _ = (&*REQUEST_DURATION, &*REQUESTS, &*REJECTED, &*AUDIO_SECONDS);
+    let _ = (&*REQUEST_DURATION, &*REQUESTS, &*REJECTED, &*AUDIO_SECONDS, &*STREAM_FIRST_AUDIO);
+    for outcome in ["whole", "cut", "gone"] {
+        STREAMS.with_label_values(&[outcome]);
+    }
 }
 
 /// The status class label of `status`: `2xx`, `4xx`, `5xx`...
