@@ -201,7 +201,10 @@ impl Gateway {
         }
         ctx.status = 200;
         crate::metrics::STREAM_FIRST_AUDIO
-            .with_label_values(&[super::access_log::route(session.req_header().uri.path()), ctx.cache])
+            .with_label_values(&[
+                super::access_log::route(session.req_header().uri.path()),
+                ctx.cache,
+            ])
             .observe(ctx.started.elapsed().as_secs_f64() * 1000.0);
         session.write_response_header(Box::new(resp), false).await?;
         if let (AudioFormat::Wav, Some(f)) = (format, pcm_format) {

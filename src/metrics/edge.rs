@@ -107,7 +107,13 @@ pub(super) fn touch() {
     RATE_LIMITED.get();
     BODIES_IN_FLIGHT.get();
     BODY_BYTES_IN_FLIGHT.get();
-    let _ = (&*REQUEST_DURATION, &*REQUESTS, &*REJECTED, &*AUDIO_SECONDS, &*STREAM_FIRST_AUDIO);
+    let _ = (
+        &*REQUEST_DURATION,
+        &*REQUESTS,
+        &*REJECTED,
+        &*AUDIO_SECONDS,
+        &*STREAM_FIRST_AUDIO,
+    );
     for outcome in ["whole", "cut", "gone"] {
         STREAMS.with_label_values(&[outcome]);
     }
