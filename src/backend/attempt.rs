@@ -147,7 +147,11 @@ pub async fn send(
     sink.tap = tap;
     let call = exchange_into(connector, addr, &exchange, request_id, max_bytes, &mut sink);
     match tokio::time::timeout(deadline, call).await {
-        Ok(Ok((200, _))) => Ok((200, sink.body.freeze())),
+        Ok(Ok((200, _))) => match sink.tap {
+            // The body went to the live audio only (one copy in memory, not two).
+            Some((live, _)) => Ok((200, live.current_take())),
+            None => Ok((200, sink.body.freeze())),
+        },
         Ok(result) => result,
         Err(_) => Err(AttemptError::Timeout(started.elapsed())),
     }
@@ -176,11 +180,12 @@ pub trait BodySink {
     fn header(&mut self, _header: &pingora::http::ResponseHeader) {}
 }
 
-/// Keeps a whole body, at most `max` bytes ([`AttemptError::TooLarge`] past it), and pushes
-/// each chunk to its `tap`, when it has one.
+/// Keeps a whole body, at most `max` bytes ([`AttemptError::TooLarge`] past it); with a
+/// `tap`, the chunks go to that live audio instead (the body is then its current take).
 #[derive(Debug)]
 pub struct Collect<'a> {
     pub body: BytesMut,
+    len: usize,
     max: usize,
     tap: Option<(&'a LiveAudio, PcmFormat)>,
 }
@@ -189,6 +194,7 @@ impl Collect<'_> {
     pub fn new(max: usize) -> Self {
         Self {
             body: BytesMut::new(),
+            len: 0,
             max,
             tap: None,
         }
@@ -197,12 +203,13 @@ impl Collect<'_> {
 
 impl BodySink for Collect<'_> {
     fn take(&mut self, chunk: &[u8]) -> Result<bool, AttemptError> {
-        if self.body.len().saturating_add(chunk.len()) > self.max {
+        if self.len.saturating_add(chunk.len()) > self.max {
             return Err(AttemptError::TooLarge { limit: self.max });
         }
-        self.body.extend_from_slice(chunk);
-        if let Some((live, format)) = self.tap {
-            live.push(format, Bytes::copy_from_slice(chunk));
+        self.len += chunk.len();
+        match self.tap {
+            Some((live, format)) => live.push(format, Bytes::copy_from_slice(chunk)),
+            None => self.body.extend_from_slice(chunk),
         }
         Ok(false)
     }

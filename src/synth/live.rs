@@ -154,6 +154,15 @@ impl LiveAudio {
         self.changed.notify_waiters();
     }
 
+    /// Every byte of the current take, in one piece (an attempt's whole body, once it is done).
+    pub fn current_take(&self) -> Bytes {
+        let s = self.state.lock();
+        match s.take.chunks.as_slice() {
+            [one] => one.clone(),
+            chunks => Bytes::from(chunks.concat()),
+        }
+    }
+
     /// A reader from the first byte of the current take.
     pub fn reader(self: &Arc<Self>) -> LiveReader {
         LiveReader {
