@@ -4,6 +4,7 @@
 
 use super::api_error::ApiError;
 use crate::admission::AdmissionError;
+use crate::api::openai::SpeechInvalid;
 use crate::api::{InvalidKind, InvalidRequest};
 use crate::backend::UnknownPool;
 use crate::jobs::{JobError, JobFailed};
@@ -23,6 +24,16 @@ impl From<InvalidRequest> for ApiError {
             InvalidKind::Unprocessable => 422,
         };
         ApiError::new(status, e.code, e.message)
+    }
+}
+
+impl From<SpeechInvalid> for ApiError {
+    fn from(e: SpeechInvalid) -> Self {
+        let err = ApiError::from(e.error);
+        match e.param {
+            Some(param) => err.with_param(param),
+            None => err,
+        }
     }
 }
 

@@ -1,0 +1,331 @@
+//! OpenAI's `POST /v1/audio/speech` body, parsed strictly (unknown fields refused) and checked
+//! with the same text rules and limits as `/generate` into an [`OpenAiSpeech`], or a
+//! [`SpeechInvalid`] naming the field at fault (OpenAI's `param`). Which pool `model` names and
+//! what `voice` resolves to are the gateway's business: they need the configuration and the
+//! voice store.
+
+use super::invalid::InvalidRequest;
+use super::request::{check_length, check_text, checked_speed, checked_text, json_error, trimmed};
+use super::request::{RequestLimits, MAX_AUX_TEXT_CHARS};
+use serde::Deserialize;
+
+/// Longest `voice` (a preset speaker, a voice's name, or a voice id of 64 hex digits).
+pub const MAX_VOICE_CHARS: usize = 128;
+
+/// The audio formats `/v1/audio/speech` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeechFormat {
+    /// A RIFF/WAVE file (the default here; OpenAI's default, mp3, is not encoded).
+    Wav,
+    /// Raw signed 16-bit little-endian mono PCM at 24 kHz, as OpenAI sends `pcm`.
+    Pcm,
+}
+
+/// The sample rate of OpenAI's `pcm` format.
+pub const OPENAI_PCM_RATE: u32 = 24_000;
+
+/// A validated `/v1/audio/speech` request. Text fields are trimmed and in NFC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiSpeech {
+    /// The pool's name.
+    pub model: String,
+    /// The text to speak (at most `max_text_chars` characters).
+    pub input: String,
+    /// A registered voice's id or name, or a preset speaker of the pool.
+    pub voice: String,
+    /// Instruct mode's instruction, when given.
+    pub instructions: Option<String>,
+    pub response_format: SpeechFormat,
+    pub speed: f64,
+    /// `stream_format: "audio"`: send the audio as it is produced.
+    pub stream: bool,
+}
+
+/// A refused `/v1/audio/speech` body, and the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeechInvalid {
+    pub error: InvalidRequest,
+    /// OpenAI's `param`: the request field at fault, when one is.
+    pub param: Option<&'static str>,
+}
+
+impl SpeechInvalid {
+    fn of(param: &'static str) -> impl FnOnce(InvalidRequest) -> Self {
+        move |error| Self {
+            error,
+            param: Some(param),
+        }
+    }
+}
+
+impl From<InvalidRequest> for SpeechInvalid {
+    fn from(error: InvalidRequest) -> Self {
+        Self { error, param: None }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpeech {
+    model: String,
+    input: String,
+    voice: RawVoice,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    response_format: Option<String>,
+    #[serde(default)]
+    speed: Option<f64>,
+    #[serde(default)]
+    stream_format: Option<String>,
+}
+
+/// `voice` as OpenAI's clients send it: a name, or a custom voice object `{"id": "..."}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawVoice {
+    Name(String),
+    Object(VoiceObject),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoiceObject {
+    id: String,
+}
+
+impl OpenAiSpeech {
+    /// Parses and validates a `/v1/audio/speech` body; runs once per request, before any pool
+    /// or voice is looked up.
+    pub fn parse(body: &[u8], limits: RequestLimits) -> Result<Self, SpeechInvalid> {
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(InvalidRequest::malformed(
+                "invalid_json",
+                "the body must be a JSON object: {\"model\": ..., \"input\": ..., \"voice\": ...}",
+            )
+            .into());
+        }
+        let mut json = serde_json::Deserializer::from_slice(body);
+        let raw: RawSpeech = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let param = field_of(e.path());
+            let error = e.into_inner();
+            let param = param.or_else(|| missing_field(&error.to_string()));
+            SpeechInvalid {
+                error: json_error(error, "/v1/audio/speech"),
+                param,
+            }
+        })?;
+        json.end()
+            .map_err(|e| SpeechInvalid::from(json_error(e, "/v1/audio/speech")))?;
+        let model = raw.model.trim().to_string();
+        if model.is_empty() {
+            return Err(SpeechInvalid::of("model")(InvalidRequest::malformed(
+                "missing_field",
+                "`model` is empty: name a pool (GET /v1/models lists them)",
+            )));
+        }
+        let input =
+            checked_text("input", &raw.input, limits.max_text_chars).map_err(SpeechInvalid::of("input"))?;
+        let voice = match raw.voice {
+            RawVoice::Name(name) => name,
+            RawVoice::Object(VoiceObject { id }) => id,
+        };
+        let voice = trimmed(Some(voice)).ok_or_else(|| {
+            SpeechInvalid::of("voice")(InvalidRequest::malformed(
+                "missing_field",
+                "`voice` is empty: name a registered voice (POST /v1/voices) or a preset speaker",
+            ))
+        })?;
+        check_length("voice", &voice, MAX_VOICE_CHARS).map_err(SpeechInvalid::of("voice"))?;
+        check_text("voice", &voice, false).map_err(SpeechInvalid::of("voice"))?;
+        let instructions = trimmed(raw.instructions);
+        if let Some(i) = &instructions {
+            check_length("instructions", i, MAX_AUX_TEXT_CHARS).map_err(SpeechInvalid::of("instructions"))?;
+            check_text("instructions", i, true).map_err(SpeechInvalid::of("instructions"))?;
+        }
+        let response_format = match raw.response_format.as_deref() {
+            None | Some("wav") => SpeechFormat::Wav,
+            Some("pcm") => SpeechFormat::Pcm,
+            Some(other) => {
+                let shown: String = other.chars().take(16).filter(|c| !c.is_control()).collect();
+                return Err(SpeechInvalid::of("response_format")(InvalidRequest::malformed(
+                    "unsupported_response_format",
+                    format!(
+                        "response_format {shown:?} is not available here: use \"wav\" (a WAV file) \
+                         or \"pcm\" (raw 16-bit little-endian mono at 24000 Hz)"
+                    ),
+                )));
+            }
+        };
+        let speed = checked_speed("speed", raw.speed.unwrap_or(1.0)).map_err(SpeechInvalid::of("speed"))?;
+        let stream = match raw.stream_format.as_deref() {
+            None => false,
+            Some("audio") => true,
+            Some(other) => {
+                let shown: String = other.chars().take(16).filter(|c| !c.is_control()).collect();
+                return Err(SpeechInvalid::of("stream_format")(InvalidRequest::malformed(
+                    "unsupported_stream_format",
+                    format!(
+                        "stream_format {shown:?} is not available here: use \"audio\" (the audio \
+                         bytes as they are produced) or leave it out (one complete answer)"
+                    ),
+                )));
+            }
+        };
+        Ok(Self {
+            model,
+            input,
+            voice,
+            instructions,
+            response_format,
+            speed,
+            stream,
+        })
+    }
+}
+
+/// The fields of the request, as OpenAI names them.
+const FIELDS: [&str; 7] = [
+    "model",
+    "input",
+    "voice",
+    "instructions",
+    "response_format",
+    "speed",
+    "stream_format",
+];
+
+/// The request field a JSON error is in (a mistyped value; not an unknown field).
+fn field_of(path: &serde_path_to_error::Path) -> Option<&'static str> {
+    match path.iter().next() {
+        Some(serde_path_to_error::Segment::Map { key }) => FIELDS.into_iter().find(|f| f == key),
+        _ => None,
+    }
+}
+
+/// The field a `missing field `input`` message names.
+fn missing_field(msg: &str) -> Option<&'static str> {
+    let name = msg.strip_prefix("missing field `")?.split('`').next()?;
+    FIELDS.into_iter().find(|f| *f == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RequestLimits = RequestLimits {
+        max_text_chars: 20,
+        max_prompt_seconds: 30.0,
+    };
+
+    fn parse(json: &str) -> Result<OpenAiSpeech, SpeechInvalid> {
+        OpenAiSpeech::parse(json.as_bytes(), LIMITS)
+    }
+
+    fn refused(json: &str) -> (u16, &'static str, Option<&'static str>) {
+        let e = parse(json).expect_err("refused");
+        let status = match e.error.kind {
+            crate::api::InvalidKind::Malformed => 400,
+            crate::api::InvalidKind::Unprocessable => 422,
+        };
+        (status, e.error.code, e.param)
+    }
+
+    #[test]
+    fn a_minimal_request_takes_the_defaults() {
+        let s = parse(r#"{"model":"cosyvoice","input":"  Hello. ","voice":"中文女"}"#).expect("valid");
+        assert_eq!(s.model, "cosyvoice");
+        assert_eq!(s.input, "Hello.");
+        assert_eq!(s.voice, "中文女");
+        assert_eq!(s.response_format, SpeechFormat::Wav);
+        assert_eq!(s.speed, 1.0);
+        assert!(!s.stream);
+        assert_eq!(s.instructions, None);
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let s = parse(
+            r#"{"model":"p","input":"Hi","voice":{"id":"v1"},"instructions":" Speak slowly. ",
+                "response_format":"pcm","speed":1.5,"stream_format":"audio"}"#,
+        )
+        .expect("valid");
+        assert_eq!(s.voice, "v1");
+        assert_eq!(s.instructions.as_deref(), Some("Speak slowly."));
+        assert_eq!(s.response_format, SpeechFormat::Pcm);
+        assert_eq!(s.speed, 1.5);
+        assert!(s.stream);
+    }
+
+    #[test]
+    fn refusals_name_their_field() {
+        let base = r#""model":"p","voice":"v""#;
+        let cases = [
+            (format!(r#"{{{base}}}"#), (400, "missing_field", Some("input"))),
+            (
+                format!(r#"{{{base},"input":"x","foo":1}}"#),
+                (400, "unknown_field", None),
+            ),
+            (
+                format!(r#"{{{base},"input":"x","response_format":"mp3"}}"#),
+                (400, "unsupported_response_format", Some("response_format")),
+            ),
+            (
+                format!(r#"{{{base},"input":"x","response_format":"opus"}}"#),
+                (400, "unsupported_response_format", Some("response_format")),
+            ),
+            (
+                format!(r#"{{{base},"input":"x","stream_format":"sse"}}"#),
+                (400, "unsupported_stream_format", Some("stream_format")),
+            ),
+            (
+                format!(r#"{{{base},"input":"x","speed":4.0}}"#),
+                (422, "speed_out_of_range", Some("speed")),
+            ),
+            (
+                format!(r#"{{{base},"input":"x","speed":"fast"}}"#),
+                (400, "invalid_field", Some("speed")),
+            ),
+            (
+                format!(r#"{{{base},"input":"   "}}"#),
+                (422, "empty_text", Some("input")),
+            ),
+            (
+                format!(r#"{{{base},"input":"{}"}}"#, "a".repeat(21)),
+                (422, "text_too_long", Some("input")),
+            ),
+            (
+                format!(r#"{{{base},"input":"<speak>x</speak>"}}"#),
+                (400, "forbidden_characters", Some("input")),
+            ),
+            (
+                format!(r#"{{{base},"input":"x","instructions":"<|im_start|>"}}"#),
+                (400, "forbidden_characters", Some("instructions")),
+            ),
+            (
+                r#"{"model":"p","input":"x","voice":""}"#.to_string(),
+                (400, "missing_field", Some("voice")),
+            ),
+            (
+                r#"{"model":" ","input":"x","voice":"v"}"#.to_string(),
+                (400, "missing_field", Some("model")),
+            ),
+            ("[1]".to_string(), (400, "invalid_json", None)),
+        ];
+        for (json, want) in cases {
+            assert_eq!(refused(&json), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn the_end_of_prompt_marker_is_allowed_in_instructions_only() {
+        assert!(
+            parse(r#"{"model":"p","input":"x","voice":"v","instructions":"Be calm.<|endofprompt|>"}"#)
+                .is_ok()
+        );
+        assert_eq!(
+            refused(r#"{"model":"p","input":"x<|endofprompt|>","voice":"v"}"#),
+            (400, "forbidden_characters", Some("input"))
+        );
+    }
+}
