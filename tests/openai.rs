@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::gateway::{pool_yaml, Gateway};
+use common::gateway::{eventually, pool_yaml, Gateway};
 use common::http::complete_wav;
 use common::python::{python, require_module, scripts_dir};
 use common::sim::{args_for, Sim};
@@ -332,6 +332,19 @@ async fn errors_take_openai_shape_with_our_codes_and_params() {
     let (_, info) = complete_wav(resp).await;
     assert!(info.duration_secs() > 0.5);
     assert_eq!(sim.stats().await["requests"], 1);
+
+    // A 503 too is in OpenAI's shape, with Retry-After.
+    sim.kill();
+    let other_text = body(json!({"input": "No backend is left."}));
+    eventually(Duration::from_secs(10), "the dead backend is noticed", || async {
+        speech(&gw, t, &other_text).await.status() == 503
+    })
+    .await;
+    let resp = speech(&gw, t, &other_text).await;
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, e) = openai_error(resp).await;
+    assert_eq!((status, e["code"].as_str()), (503, Some("no_backend_available")));
+    assert_eq!(e["type"], "server_error");
 }
 
 #[tokio::test]
@@ -371,6 +384,14 @@ async fn models_lists_the_pools_each_token_may_use() {
     assert!(created <= now && created + 120 > now, "the gateway's start time");
 
     assert_eq!(list(TOKEN).await["data"].as_array().map(Vec::len), Some(1));
+    let head = client()
+        .head(gw.url("/v1/models"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "application/json");
     let one = client()
         .get(gw.url("/v1/models/other"))
         .bearer_auth("sk-all")

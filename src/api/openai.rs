@@ -1,12 +1,14 @@
 //! OpenAI's `POST /v1/audio/speech` body, parsed strictly (unknown fields refused) and checked
 //! with the same text rules and limits as `/generate` into an [`OpenAiSpeech`], or a
-//! [`SpeechInvalid`] naming the field at fault (OpenAI's `param`). Which pool `model` names and
-//! what `voice` resolves to are the gateway's business: they need the configuration and the
-//! voice store.
+//! [`SpeechInvalid`] naming the field at fault (OpenAI's `param`); then, once the gateway has
+//! looked `model` up (a pool) and `voice` up (the voice store, the pool's preset speakers), the
+//! fields of our request ([`OpenAiSpeech::into_parts`]) or a [`VoiceRefusal`].
 
 use super::invalid::InvalidRequest;
 use super::request::{check_length, check_text, checked_speed, checked_text, json_error, trimmed};
-use super::request::{RequestLimits, MAX_AUX_TEXT_CHARS};
+use super::request::{RequestLimits, RequestParts, MAX_AUX_TEXT_CHARS};
+use super::Mode;
+use crate::voices::Voice;
 use serde::Deserialize;
 
 /// Longest `voice` (a preset speaker, a voice's name, or a voice id of 64 hex digits).
@@ -184,6 +186,76 @@ impl OpenAiSpeech {
     }
 }
 
+/// Why `voice` (with `instructions`) cannot be synthesized on the chosen pool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoiceRefusal {
+    /// Neither a registered voice nor one of the pool's preset speakers (`presets`).
+    #[error("no voice {voice:?} for pool {pool}")]
+    NotFound {
+        voice: String,
+        pool: String,
+        presets: Vec<String>,
+    },
+    /// `instructions` with a preset speaker: CosyVoice 2 and 3 instruct only a prompt voice.
+    #[error("instructions need a registered voice, not preset speaker {voice:?}")]
+    InstructionsNeedVoice { voice: String, pool: String },
+}
+
+impl OpenAiSpeech {
+    /// Our request's fields for this speech: `registered` (the voice store's match for
+    /// `voice`) gives zero_shot with its sample and transcript (cross_lingual when it has no
+    /// transcript) or instruct with `instructions`; else a name in `presets` (the pool's
+    /// `speakers`) gives sft; else [`VoiceRefusal::NotFound`]. Runs once per request, after the
+    /// pool is chosen.
+    pub fn into_parts(
+        self,
+        registered: Option<Voice>,
+        pool: &str,
+        presets: Option<&[String]>,
+    ) -> Result<RequestParts, VoiceRefusal> {
+        let mut parts = RequestParts {
+            mode: Mode::Sft,
+            text: self.input,
+            prompt_audio: None,
+            prompt_text: None,
+            instruct_text: None,
+            spk_id: None,
+            seed: 0,
+            speed: self.speed,
+        };
+        let presets = presets.unwrap_or_default();
+        if let Some(found) = registered {
+            parts.prompt_audio = Some(found.prompt_audio);
+            match self.instructions {
+                Some(instructions) => {
+                    parts.mode = Mode::Instruct;
+                    parts.instruct_text = Some(instructions);
+                }
+                None if found.prompt_text.trim().is_empty() => parts.mode = Mode::CrossLingual,
+                None => {
+                    parts.mode = Mode::ZeroShot;
+                    parts.prompt_text = Some(found.prompt_text);
+                }
+            }
+        } else if presets.contains(&self.voice) {
+            if self.instructions.is_some() {
+                return Err(VoiceRefusal::InstructionsNeedVoice {
+                    voice: self.voice,
+                    pool: pool.to_string(),
+                });
+            }
+            parts.spk_id = Some(self.voice);
+        } else {
+            return Err(VoiceRefusal::NotFound {
+                voice: self.voice,
+                pool: pool.to_string(),
+                presets: presets.to_vec(),
+            });
+        }
+        Ok(parts)
+    }
+}
+
 /// The fields of the request, as OpenAI names them.
 const FIELDS: [&str; 7] = [
     "model",
@@ -210,122 +282,5 @@ fn missing_field(msg: &str) -> Option<&'static str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: RequestLimits = RequestLimits {
-        max_text_chars: 20,
-        max_prompt_seconds: 30.0,
-    };
-
-    fn parse(json: &str) -> Result<OpenAiSpeech, SpeechInvalid> {
-        OpenAiSpeech::parse(json.as_bytes(), LIMITS)
-    }
-
-    fn refused(json: &str) -> (u16, &'static str, Option<&'static str>) {
-        let e = parse(json).expect_err("refused");
-        let status = match e.error.kind {
-            crate::api::InvalidKind::Malformed => 400,
-            crate::api::InvalidKind::Unprocessable => 422,
-        };
-        (status, e.error.code, e.param)
-    }
-
-    #[test]
-    fn a_minimal_request_takes_the_defaults() {
-        let s = parse(r#"{"model":"cosyvoice","input":"  Hello. ","voice":"中文女"}"#).expect("valid");
-        assert_eq!(s.model, "cosyvoice");
-        assert_eq!(s.input, "Hello.");
-        assert_eq!(s.voice, "中文女");
-        assert_eq!(s.response_format, SpeechFormat::Wav);
-        assert_eq!(s.speed, 1.0);
-        assert!(!s.stream);
-        assert_eq!(s.instructions, None);
-    }
-
-    #[test]
-    fn every_field_is_read() {
-        let s = parse(
-            r#"{"model":"p","input":"Hi","voice":{"id":"v1"},"instructions":" Speak slowly. ",
-                "response_format":"pcm","speed":1.5,"stream_format":"audio"}"#,
-        )
-        .expect("valid");
-        assert_eq!(s.voice, "v1");
-        assert_eq!(s.instructions.as_deref(), Some("Speak slowly."));
-        assert_eq!(s.response_format, SpeechFormat::Pcm);
-        assert_eq!(s.speed, 1.5);
-        assert!(s.stream);
-    }
-
-    #[test]
-    fn refusals_name_their_field() {
-        let base = r#""model":"p","voice":"v""#;
-        let cases = [
-            (format!(r#"{{{base}}}"#), (400, "missing_field", Some("input"))),
-            (
-                format!(r#"{{{base},"input":"x","foo":1}}"#),
-                (400, "unknown_field", None),
-            ),
-            (
-                format!(r#"{{{base},"input":"x","response_format":"mp3"}}"#),
-                (400, "unsupported_response_format", Some("response_format")),
-            ),
-            (
-                format!(r#"{{{base},"input":"x","response_format":"opus"}}"#),
-                (400, "unsupported_response_format", Some("response_format")),
-            ),
-            (
-                format!(r#"{{{base},"input":"x","stream_format":"sse"}}"#),
-                (400, "unsupported_stream_format", Some("stream_format")),
-            ),
-            (
-                format!(r#"{{{base},"input":"x","speed":4.0}}"#),
-                (422, "speed_out_of_range", Some("speed")),
-            ),
-            (
-                format!(r#"{{{base},"input":"x","speed":"fast"}}"#),
-                (400, "invalid_field", Some("speed")),
-            ),
-            (
-                format!(r#"{{{base},"input":"   "}}"#),
-                (422, "empty_text", Some("input")),
-            ),
-            (
-                format!(r#"{{{base},"input":"{}"}}"#, "a".repeat(21)),
-                (422, "text_too_long", Some("input")),
-            ),
-            (
-                format!(r#"{{{base},"input":"<speak>x</speak>"}}"#),
-                (400, "forbidden_characters", Some("input")),
-            ),
-            (
-                format!(r#"{{{base},"input":"x","instructions":"<|im_start|>"}}"#),
-                (400, "forbidden_characters", Some("instructions")),
-            ),
-            (
-                r#"{"model":"p","input":"x","voice":""}"#.to_string(),
-                (400, "missing_field", Some("voice")),
-            ),
-            (
-                r#"{"model":" ","input":"x","voice":"v"}"#.to_string(),
-                (400, "missing_field", Some("model")),
-            ),
-            ("[1]".to_string(), (400, "invalid_json", None)),
-        ];
-        for (json, want) in cases {
-            assert_eq!(refused(&json), want, "{json}");
-        }
-    }
-
-    #[test]
-    fn the_end_of_prompt_marker_is_allowed_in_instructions_only() {
-        assert!(
-            parse(r#"{"model":"p","input":"x","voice":"v","instructions":"Be calm.<|endofprompt|>"}"#)
-                .is_ok()
-        );
-        assert_eq!(
-            refused(r#"{"model":"p","input":"x<|endofprompt|>","voice":"v"}"#),
-            (400, "forbidden_characters", Some("input"))
-        );
-    }
-}
+#[path = "openai_tests.rs"]
+mod tests;

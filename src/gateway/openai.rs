@@ -12,7 +12,7 @@ use super::{method_not_allowed, ApiError, ErrorShape};
 use super::{Gateway, RequestCtx};
 use crate::admission::Caller;
 use crate::api::openai::{OpenAiSpeech, SpeechFormat, OPENAI_PCM_RATE};
-use crate::api::{GenerateRequest, Mode, RequestParts};
+use crate::api::GenerateRequest;
 use crate::backend::BackendPool;
 use http::Method;
 use pingora::proxy::Session;
@@ -122,77 +122,16 @@ impl Gateway {
         Ok(pool.clone())
     }
 
-    /// Turns OpenAI's request into ours: a registered voice gives zero_shot (its sample and
-    /// transcript; cross_lingual when it has no transcript) or instruct (with `instructions`);
-    /// a preset speaker of the pool gives sft; anything else is 400 `voice_not_found`.
+    /// Turns OpenAI's request into ours: `voice` looked up in the voice store (in the caller's
+    /// scope), then among the pool's preset speakers (see [`OpenAiSpeech::into_parts`]).
     async fn speech_request(
         &self,
         caller: &Caller,
         pool: &BackendPool,
         speech: OpenAiSpeech,
     ) -> Result<GenerateRequest, ApiError> {
-        let OpenAiSpeech {
-            input,
-            voice,
-            instructions,
-            speed,
-            ..
-        } = speech;
-        let mut parts = RequestParts {
-            mode: Mode::Sft,
-            text: input,
-            prompt_audio: None,
-            prompt_text: None,
-            instruct_text: None,
-            spk_id: None,
-            seed: 0,
-            speed,
-        };
-        if let Some(found) = self.voices.find(&caller.cache_scope(), &voice).await {
-            parts.prompt_audio = Some(found.prompt_audio);
-            match instructions {
-                Some(instructions) => {
-                    parts.mode = Mode::Instruct;
-                    parts.instruct_text = Some(instructions);
-                }
-                None if found.prompt_text.trim().is_empty() => parts.mode = Mode::CrossLingual,
-                None => {
-                    parts.mode = Mode::ZeroShot;
-                    parts.prompt_text = Some(found.prompt_text);
-                }
-            }
-        } else if is_preset(pool, &voice) {
-            if instructions.is_some() {
-                return Err(ApiError::bad_request(
-                    "instructions_need_voice",
-                    format!(
-                        "`instructions` need a registered voice (POST /v1/voices); {} is a preset \
-                         speaker of model {}, which CosyVoice cannot instruct: leave \
-                         `instructions` out or register a voice",
-                        shown(&voice),
-                        pool.name
-                    ),
-                )
-                .with_param("instructions"));
-            }
-            parts.spk_id = Some(voice);
-        } else {
-            let presets = match &pool.conf.speakers {
-                Some(list) if !list.is_empty() => {
-                    format!(", or one of model {}'s speakers: {}", pool.name, list.join(", "))
-                }
-                _ => String::new(),
-            };
-            return Err(ApiError::bad_request(
-                "voice_not_found",
-                format!(
-                    "no voice {}: register one with POST /v1/voices and name it by its id or \
-                     name{presets}",
-                    shown(&voice)
-                ),
-            )
-            .with_param("voice"));
-        }
+        let registered = self.voices.find(&caller.cache_scope(), &speech.voice).await;
+        let parts = speech.into_parts(registered, &pool.name, pool.conf.speakers.as_deref())?;
         GenerateRequest::from_parts(parts, self.request_limits()).map_err(|e| with_param(ApiError::from(e)))
     }
 
@@ -237,14 +176,6 @@ fn may_use(caller: &Caller, pool: &str) -> bool {
     caller.identity.as_ref().is_none_or(|id| id.may_use(pool))
 }
 
-/// Whether `voice` is one of the pool's configured preset speakers.
-fn is_preset(pool: &BackendPool, voice: &str) -> bool {
-    pool.conf
-        .speakers
-        .as_ref()
-        .is_some_and(|list| list.iter().any(|s| s == voice))
-}
-
 /// Names the request field a refusal after parsing is about (OpenAI's `param`), from its code.
 fn with_param(err: ApiError) -> ApiError {
     if err.param.is_some() {
@@ -260,7 +191,7 @@ fn with_param(err: ApiError) -> ApiError {
 }
 
 /// A client-sent name as it may appear in a message: at most 64 characters, no controls, quoted.
-fn shown(s: &str) -> String {
+pub(super) fn shown(s: &str) -> String {
     let s: String = s.chars().take(64).filter(|c| !c.is_control()).collect();
     format!("{s:?}")
 }
