@@ -1,6 +1,7 @@
 //! OpenAI's audio API (`POST /v1/audio/speech`, `GET /v1/models`) through the real binaries:
 //! OpenAI's own Python library gets a WAV (the same bytes and cache entry as the equivalent
-//! `/generate`), raw 24 kHz PCM, a streamed answer, the model list, and sees our 400, 404 and
+//! `/generate`), raw 24 kHz PCM, a streamed answer, the same PCM in OpenAI's speech events
+//! (SSE), the model list, and sees our 400, 404 and
 //! 429 as it reports OpenAI's; plain HTTP checks every error's OpenAI shape and code, the
 //! admission order, and that refused requests never reach the backend.
 
@@ -140,6 +141,21 @@ async fn the_openai_library_gets_wav_pcm_streams_models_and_our_errors() {
     let streamed = std::fs::read(dir.path().join("streamed.wav")).expect("streamed.wav");
     assert_eq!(streamed, wav, "stream_format audio delivers the same bytes");
 
+    // stream_format sse: OpenAI's speech events carry the same PCM in base64.
+    assert_eq!(seen["sse_content_type"], "text/event-stream");
+    let types: Vec<&str> = seen["sse_types"]
+        .as_array()
+        .expect("event types")
+        .iter()
+        .map(|t| t.as_str().unwrap_or_default())
+        .collect();
+    assert!(types.len() >= 2, "{types:?}");
+    let (last, deltas) = types.split_last().expect("events");
+    assert_eq!(*last, "speech.audio.done");
+    assert!(deltas.iter().all(|t| *t == "speech.audio.delta"), "{types:?}");
+    let sse = std::fs::read(dir.path().join("sse.pcm")).expect("sse.pcm");
+    assert_eq!(sse, pcm, "the events carry the same audio");
+
     assert_eq!(
         seen["models"],
         json!(["cosyvoice"]),
@@ -231,7 +247,7 @@ async fn errors_take_openai_shape_with_our_codes_and_params() {
             json!("response_format"),
         ),
         (
-            json!({"stream_format": "sse"}),
+            json!({"stream_format": "webrtc"}),
             400,
             "unsupported_stream_format",
             json!("stream_format"),

@@ -23,6 +23,15 @@ pub enum SpeechFormat {
     Pcm,
 }
 
+/// How `/v1/audio/speech` streams its answer (OpenAI's `stream_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// The audio bytes as they are produced.
+    Audio,
+    /// Server-sent events: `speech.audio.delta` with base64 audio, then `speech.audio.done`.
+    Sse,
+}
+
 /// The sample rate of OpenAI's `pcm` format.
 pub const OPENAI_PCM_RATE: u32 = 24_000;
 
@@ -39,8 +48,8 @@ pub struct OpenAiSpeech {
     pub instructions: Option<String>,
     pub response_format: SpeechFormat,
     pub speed: f64,
-    /// `stream_format: "audio"`: send the audio as it is produced.
-    pub stream: bool,
+    /// `stream_format`, when given.
+    pub stream_format: Option<StreamFormat>,
 }
 
 /// A refused `/v1/audio/speech` body, and the field it is about.
@@ -160,16 +169,18 @@ impl OpenAiSpeech {
             }
         };
         let speed = checked_speed("speed", raw.speed.unwrap_or(1.0)).map_err(SpeechInvalid::of("speed"))?;
-        let stream = match raw.stream_format.as_deref() {
-            None => false,
-            Some("audio") => true,
+        let stream_format = match raw.stream_format.as_deref() {
+            None => None,
+            Some("audio") => Some(StreamFormat::Audio),
+            Some("sse") => Some(StreamFormat::Sse),
             Some(other) => {
                 let shown: String = other.chars().take(16).filter(|c| !c.is_control()).collect();
                 return Err(SpeechInvalid::of("stream_format")(InvalidRequest::malformed(
                     "unsupported_stream_format",
                     format!(
                         "stream_format {shown:?} is not available here: use \"audio\" (the audio \
-                         bytes as they are produced) or leave it out (one complete answer)"
+                         bytes as they are produced), \"sse\" (OpenAI's speech events) or leave \
+                         it out (one complete answer)"
                     ),
                 )));
             }
@@ -181,7 +192,7 @@ impl OpenAiSpeech {
             instructions,
             response_format,
             speed,
-            stream,
+            stream_format,
         })
     }
 }

@@ -28,7 +28,7 @@ fn a_minimal_request_takes_the_defaults() {
     assert_eq!(s.voice, "中文女");
     assert_eq!(s.response_format, SpeechFormat::Wav);
     assert_eq!(s.speed, 1.0);
-    assert!(!s.stream);
+    assert_eq!(s.stream_format, None);
     assert_eq!(s.instructions, None);
 }
 
@@ -43,7 +43,7 @@ fn every_field_is_read() {
     assert_eq!(s.instructions.as_deref(), Some("Speak slowly."));
     assert_eq!(s.response_format, SpeechFormat::Pcm);
     assert_eq!(s.speed, 1.5);
-    assert!(s.stream);
+    assert_eq!(s.stream_format, Some(StreamFormat::Audio));
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn refusals_name_their_field() {
             (400, "unsupported_response_format", Some("response_format")),
         ),
         (
-            format!(r#"{{{base},"input":"x","stream_format":"sse"}}"#),
+            format!(r#"{{{base},"input":"x","stream_format":"webrtc"}}"#),
             (400, "unsupported_stream_format", Some("stream_format")),
         ),
         (

@@ -11,9 +11,11 @@ use super::synthesis::{Answering, AudioFormat, Validated, HEAVY_INPUT};
 use super::{method_not_allowed, ApiError, ErrorShape};
 use super::{Gateway, RequestCtx};
 use crate::admission::Caller;
-use crate::api::openai::{OpenAiSpeech, SpeechFormat, OPENAI_PCM_RATE};
+use crate::api::openai::{OpenAiSpeech, SpeechFormat, StreamFormat, OPENAI_PCM_RATE};
 use crate::api::GenerateRequest;
 use crate::backend::BackendPool;
+use base64::Engine;
+use bytes::Bytes;
 use http::Method;
 use pingora::proxy::Session;
 use std::sync::Arc;
@@ -83,13 +85,17 @@ impl Gateway {
         ctx.pool = pool.name.clone();
         self.admission.authorize(&caller, &pool.name)?;
         let answering = Answering {
-            format: match speech.response_format {
-                SpeechFormat::Wav => AudioFormat::Wav,
-                SpeechFormat::Pcm => AudioFormat::Pcm {
+            format: match (speech.stream_format, speech.response_format) {
+                (Some(StreamFormat::Sse), format) => AudioFormat::OpenAiSse {
+                    pcm_rate: (format == SpeechFormat::Pcm).then_some(OPENAI_PCM_RATE),
+                },
+                (_, SpeechFormat::Wav) => AudioFormat::Wav,
+                (_, SpeechFormat::Pcm) => AudioFormat::Pcm {
                     sample_rate: OPENAI_PCM_RATE,
                 },
             },
-            stream: speech.stream,
+            // `audio`: raw bytes as they are produced. The events are sent whole for now.
+            stream: speech.stream_format == Some(StreamFormat::Audio),
             // OpenAI's clients wait for the audio; they do not poll jobs.
             may_defer: false,
         };
@@ -188,6 +194,29 @@ fn with_param(err: ApiError) -> ApiError {
         _ => return err,
     };
     err.with_param(param)
+}
+
+/// Audio bytes per `speech.audio.delta` event: one second of OpenAI's 24 kHz PCM.
+const SSE_CHUNK: usize = 48_000;
+
+/// OpenAI's speech events for a whole answer: the audio (the WAV, or raw PCM at `pcm_rate`)
+/// base64-encoded in `speech.audio.delta` events of [`SSE_CHUNK`] bytes, then one
+/// `speech.audio.done`. cosygate counts no tokens: the usage it reports is zero.
+pub(super) fn sse_events(wav: &Bytes, pcm_rate: Option<u32>) -> Result<Bytes, crate::api::wav::WavError> {
+    let audio = match pcm_rate {
+        Some(rate) => crate::api::wav::to_pcm16_mono(wav, rate)?,
+        None => wav.to_vec(),
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = String::with_capacity(audio.len() * 4 / 3 + 256);
+    for chunk in audio.chunks(SSE_CHUNK) {
+        let event = serde_json::json!({"type": "speech.audio.delta", "audio": b64.encode(chunk)});
+        out.push_str(&format!("data: {event}\n\n"));
+    }
+    let done = serde_json::json!({"type": "speech.audio.done",
+        "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}});
+    out.push_str(&format!("data: {done}\n\n"));
+    Ok(Bytes::from(out))
 }
 
 /// A client-sent name as it may appear in a message: at most 64 characters, no controls, quoted.

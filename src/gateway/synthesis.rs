@@ -38,6 +38,9 @@ pub(super) enum AudioFormat {
     /// Raw signed 16-bit little-endian mono PCM at `sample_rate` (CosyVoice's own routes,
     /// OpenAI's `pcm`); audio at another rate or layout is converted.
     Pcm { sample_rate: u32 },
+    /// OpenAI's `stream_format: "sse"`: the audio (the WAV, or PCM at `pcm_rate`) in base64
+    /// `speech.audio.delta` events, then `speech.audio.done` (see `openai::sse_events`).
+    OpenAiSse { pcm_rate: Option<u32> },
 }
 
 /// How a route wants its synthesis answered.
@@ -247,6 +250,17 @@ impl Gateway {
                     }
                 }
             }
+            AudioFormat::OpenAiSse { pcm_rate } => match super::openai::sse_events(&answer.wav, pcm_rate) {
+                Ok(events) => {
+                    self.write(session, ctx, 200, "text/event-stream", &headers, events)
+                        .await;
+                }
+                Err(e) => {
+                    let err =
+                        ApiError::new(500, "internal", format!("the audio could not be converted: {e}"));
+                    self.fail(session, ctx, err).await;
+                }
+            },
         }
     }
 }

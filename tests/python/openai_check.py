@@ -1,13 +1,15 @@
 """Drives cosygate's OpenAI routes with OpenAI's own Python library (tests/openai.rs runs it).
 
 Usage: openai_check.py BASE_URL API_KEY MODEL VOICE OUT_DIR MODE
-  MODE "main":      a WAV, raw PCM, a streamed answer, the model list, and three refusals
+  MODE "main":      a WAV, raw PCM, a streamed answer, OpenAI's speech events (SSE), the
+                    model list, and three refusals
                     (mp3, an unknown voice, an unknown model) as the library reports them.
   MODE "ratelimit": two requests against a bucket of one: the second is a RateLimitError.
-Audio goes to OUT_DIR (speech.wav, speech.pcm, streamed.wav); one JSON object with what the
+Audio goes to OUT_DIR (speech.wav, speech.pcm, streamed.wav, sse.pcm); one JSON object with what the
 library saw goes to stdout for the Rust test to check.
 """
 
+import base64
 import json
 import sys
 
@@ -49,6 +51,16 @@ def main():
             with open(f"{out_dir}/streamed.wav", "wb") as f:
                 for chunk in resp.iter_bytes():
                     f.write(chunk)
+        with client.audio.speech.with_streaming_response.create(
+            model=model, voice=voice, input=TEXT, response_format="pcm", stream_format="sse"
+        ) as resp:
+            seen["sse_content_type"] = resp.headers.get("content-type")
+            events = [json.loads(line[len("data: "):]) for line in resp.iter_lines() if line.startswith("data: ")]
+        seen["sse_types"] = [e["type"] for e in events]
+        with open(f"{out_dir}/sse.pcm", "wb") as f:
+            for e in events:
+                if e["type"] == "speech.audio.delta":
+                    f.write(base64.b64decode(e["audio"]))
         seen["models"] = [m.id for m in client.models.list()]
         seen["model"] = client.models.retrieve(model).id
         seen["mp3"] = refusal(
