@@ -1,13 +1,14 @@
 //! The contract's types: the `/generate` request and its validation (refusals typed as
-//! [`InvalidRequest`]), and the WAV helpers. Everything below the gateway speaks in these types;
-//! none of them knows HTTP statuses.
+//! [`InvalidRequest`]), OpenAI's speech request, and the WAV helpers. Everything below the
+//! gateway speaks in these types; none of them knows HTTP statuses.
 
 pub mod invalid;
+pub mod openai;
 pub mod request;
 pub mod wav;
 
 pub use invalid::{InvalidKind, InvalidRequest};
-pub use request::{GenerateRequest, Mode, RequestLimits};
+pub use request::{GenerateRequest, Mode, RequestLimits, RequestParts};
 
 /// CosyVoice3's marker between the system prompt and the transcript or instruction.
 pub const END_OF_PROMPT: &str = "<|endofprompt|>";

@@ -87,7 +87,7 @@ impl GenerateRequest {
                 "the body must be a JSON object: {\"text\": ...}",
             ));
         }
-        let raw: RawRequest = serde_json::from_slice(body).map_err(json_error)?;
+        let raw: RawRequest = serde_json::from_slice(body).map_err(|e| json_error(e, "/generate"))?;
         let mode = match raw.mode.as_deref() {
             None => Mode::ZeroShot,
             Some("zero_shot") => Mode::ZeroShot,
@@ -101,38 +101,77 @@ impl GenerateRequest {
                 ))
             }
         };
-        let text: String = raw.text.trim().nfc().collect();
-        if text.is_empty() {
-            return Err(InvalidRequest::unprocessable(
-                "empty_text",
-                "`text` is empty: give the words to speak",
-            ));
-        }
-        let chars = text.chars().count();
-        if chars > limits.max_text_chars {
-            return Err(InvalidRequest::unprocessable(
-                "text_too_long",
-                format!(
-                    "`text` has {chars} characters; the limit is {}: split it into several requests",
-                    limits.max_text_chars
-                ),
-            ));
-        }
-        let speed = raw.speed.unwrap_or(1.0);
-        if !(0.5..=2.0).contains(&speed) {
-            return Err(InvalidRequest::unprocessable(
-                "speed_out_of_range",
-                format!("`speed` is {speed}; it must be between 0.5 and 2.0"),
-            ));
-        }
-        let trimmed = |s: Option<String>| {
-            s.map(|s| s.trim().nfc().collect::<String>())
-                .filter(|s| !s.is_empty())
+        let fields = Fields::check(
+            &raw.text,
+            raw.speed,
+            [raw.prompt_text, raw.instruct_text, raw.spk_id],
+            limits,
+        )?;
+        let prompt_audio = match (raw.prompt_audio, mode.needs_prompt_audio()) {
+            (Some(b64), true) => Some(decode_prompt_audio(&b64, limits)?),
+            (None, true) => return Err(missing("prompt_audio", mode)),
+            (_, false) => None,
         };
-        let prompt_text = trimmed(raw.prompt_text);
-        let instruct_text = trimmed(raw.instruct_text);
-        let spk_id = trimmed(raw.spk_id);
-        check_text("text", &text, false)?;
+        let mut req = fields.finish(mode, prompt_audio, raw.seed.unwrap_or(0))?;
+        req.stream = raw.stream.unwrap_or(false);
+        Ok(req)
+    }
+
+    /// Builds a request from fields a route other than `/generate` gathered (OpenAI's
+    /// `/v1/audio/speech`: `input`, a voice's prompt, `instructions`), with the same checks as
+    /// [`GenerateRequest::parse`]. `prompt_audio` must already be a validated WAV (a registered
+    /// voice's sample).
+    pub fn from_parts(parts: RequestParts, limits: RequestLimits) -> Result<Self, InvalidRequest> {
+        let fields = Fields::check(
+            &parts.text,
+            Some(parts.speed),
+            [parts.prompt_text, parts.instruct_text, parts.spk_id],
+            limits,
+        )?;
+        let prompt_audio = match (parts.prompt_audio, parts.mode.needs_prompt_audio()) {
+            (Some(audio), true) => Some(audio),
+            (None, true) => return Err(missing("prompt_audio", parts.mode)),
+            (_, false) => None,
+        };
+        fields.finish(parts.mode, prompt_audio, parts.seed)
+    }
+}
+
+/// The fields of a request before validation, as a route other than `/generate` gathers them
+/// (see [`GenerateRequest::from_parts`]).
+#[derive(Debug, Clone)]
+pub struct RequestParts {
+    pub mode: Mode,
+    pub text: String,
+    pub prompt_audio: Option<Bytes>,
+    pub prompt_text: Option<String>,
+    pub instruct_text: Option<String>,
+    pub spk_id: Option<String>,
+    pub seed: u64,
+    pub speed: f64,
+}
+
+/// The text fields and speed of a request, checked (trimmed, NFC, within limits, no
+/// forbidden characters); what every way of building a [`GenerateRequest`] shares.
+struct Fields {
+    text: String,
+    speed: f64,
+    prompt_text: Option<String>,
+    instruct_text: Option<String>,
+    spk_id: Option<String>,
+}
+
+impl Fields {
+    /// `aux` is `[prompt_text, instruct_text, spk_id]` as sent.
+    fn check(
+        text: &str,
+        speed: Option<f64>,
+        aux: [Option<String>; 3],
+        limits: RequestLimits,
+    ) -> Result<Self, InvalidRequest> {
+        let text = checked_text("text", text, limits.max_text_chars)?;
+        let speed = checked_speed("speed", speed.unwrap_or(1.0))?;
+        let [prompt_text, instruct_text, spk_id] = aux.map(trimmed);
         for (field, value) in [("prompt_text", &prompt_text), ("instruct_text", &instruct_text)] {
             if let Some(value) = value {
                 check_length(field, value, MAX_AUX_TEXT_CHARS)?;
@@ -143,29 +182,80 @@ impl GenerateRequest {
             check_length("spk_id", spk, MAX_SPK_ID_CHARS)?;
             check_text("spk_id", spk, false)?;
         }
-        let prompt_audio = match (raw.prompt_audio, mode.needs_prompt_audio()) {
-            (Some(b64), true) => Some(decode_prompt_audio(&b64, limits)?),
-            (None, true) => return Err(missing("prompt_audio", mode)),
-            (_, false) => None,
-        };
-        if mode == Mode::Instruct && instruct_text.is_none() {
-            return Err(missing("instruct_text", mode));
-        }
-        if mode == Mode::Sft && spk_id.is_none() {
-            return Err(missing("spk_id", mode));
-        }
         Ok(Self {
-            mode,
             text,
-            prompt_audio,
+            speed,
             prompt_text,
             instruct_text,
             spk_id,
-            seed: raw.seed.unwrap_or(0),
-            speed,
-            stream: raw.stream.unwrap_or(false),
         })
     }
+
+    /// Checks what `mode` requires and builds the request.
+    fn finish(
+        self,
+        mode: Mode,
+        prompt_audio: Option<Bytes>,
+        seed: u64,
+    ) -> Result<GenerateRequest, InvalidRequest> {
+        if mode == Mode::Instruct && self.instruct_text.is_none() {
+            return Err(missing("instruct_text", mode));
+        }
+        if mode == Mode::Sft && self.spk_id.is_none() {
+            return Err(missing("spk_id", mode));
+        }
+        Ok(GenerateRequest {
+            mode,
+            text: self.text,
+            prompt_audio,
+            prompt_text: self.prompt_text,
+            instruct_text: self.instruct_text,
+            spk_id: self.spk_id,
+            seed,
+            speed: self.speed,
+            stream: false,
+        })
+    }
+}
+
+/// An optional text field trimmed and in NFC; empty counts as absent.
+pub fn trimmed(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().nfc().collect::<String>())
+        .filter(|s| !s.is_empty())
+}
+
+/// The text to speak (`field`: `text`, or OpenAI's `input`), trimmed and in NFC, refused when
+/// empty, longer than `max_chars` characters, or carrying forbidden characters.
+pub fn checked_text(field: &str, raw: &str, max_chars: usize) -> Result<String, InvalidRequest> {
+    let text: String = raw.trim().nfc().collect();
+    if text.is_empty() {
+        return Err(InvalidRequest::unprocessable(
+            "empty_text",
+            format!("`{field}` is empty: give the words to speak"),
+        ));
+    }
+    let chars = text.chars().count();
+    if chars > max_chars {
+        return Err(InvalidRequest::unprocessable(
+            "text_too_long",
+            format!(
+                "`{field}` has {chars} characters; the limit is {max_chars}: split it into several requests"
+            ),
+        ));
+    }
+    check_text(field, &text, false)?;
+    Ok(text)
+}
+
+/// A speaking rate within 0.5..=2.0 (what CosyVoice's speed control supports).
+pub fn checked_speed(field: &str, speed: f64) -> Result<f64, InvalidRequest> {
+    if !(0.5..=2.0).contains(&speed) {
+        return Err(InvalidRequest::unprocessable(
+            "speed_out_of_range",
+            format!("`{field}` is {speed}; it must be between 0.5 and 2.0"),
+        ));
+    }
+    Ok(speed)
 }
 
 /// Longest `prompt_text` or `instruct_text`, in characters.
@@ -173,7 +263,8 @@ pub const MAX_AUX_TEXT_CHARS: usize = 1000;
 /// Longest `spk_id`, in characters.
 pub const MAX_SPK_ID_CHARS: usize = 64;
 
-fn check_length(field: &str, value: &str, max: usize) -> Result<(), InvalidRequest> {
+/// Refuses a text field longer than `max` characters (422 `field_too_long`).
+pub fn check_length(field: &str, value: &str, max: usize) -> Result<(), InvalidRequest> {
     let chars = value.chars().count();
     if chars > max {
         return Err(InvalidRequest::unprocessable(
@@ -251,14 +342,14 @@ fn missing(field: &str, mode: Mode) -> InvalidRequest {
     )
 }
 
-/// Maps serde_json's failures to stable codes.
-fn json_error(e: serde_json::Error) -> InvalidRequest {
+/// Maps serde_json's failures to stable codes (`route` names whose fields the README lists).
+pub fn json_error(e: serde_json::Error, route: &str) -> InvalidRequest {
     use serde_json::error::Category;
     let msg = e.to_string();
     match e.classify() {
         Category::Data if msg.starts_with("unknown field") => InvalidRequest::malformed(
             "unknown_field",
-            format!("{msg}; see the README for the fields of /generate"),
+            format!("{msg}; see the README for the fields of {route}"),
         ),
         Category::Data if msg.starts_with("missing field") => InvalidRequest::malformed("missing_field", msg),
         Category::Data if msg.starts_with("duplicate field") => {

@@ -34,6 +34,7 @@ pub fn route(path: &str) -> &'static str {
         p if p.starts_with("/v1/voices/") => "/v1/voices",
         "/v1/audio/speech" => "/v1/audio/speech",
         "/v1/models" => "/v1/models",
+        p if p.starts_with("/v1/models/") => "/v1/models",
         "/inference_zero_shot" => "/inference_zero_shot",
         "/inference_cross_lingual" => "/inference_cross_lingual",
         "/inference_instruct" => "/inference_instruct",

@@ -74,10 +74,11 @@ impl ApiError {
         match shape {
             ErrorShape::Cosygate => self.to_json(request_id),
             ErrorShape::OpenAi => {
-                // OpenAI's `type` is the error's class; `code` is the specific reason.
+                // OpenAI's `type` is the error's class; `code` is the specific reason. As
+                // OpenAI's API sends it: `invalid_request_error` for every 4xx, a bad API key
+                // included; `requests` for a rate limit on requests; `server_error` for 5xx.
                 let kind = match self.status {
-                    401 | 403 => "authentication_error",
-                    429 => "rate_limit_error",
+                    429 => "requests",
                     400..=499 => "invalid_request_error",
                     _ => "server_error",
                 };

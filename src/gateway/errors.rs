@@ -4,6 +4,7 @@
 
 use super::api_error::ApiError;
 use crate::admission::AdmissionError;
+use crate::api::openai::{SpeechInvalid, VoiceRefusal};
 use crate::api::{InvalidKind, InvalidRequest};
 use crate::backend::UnknownPool;
 use crate::jobs::{JobError, JobFailed};
@@ -23,6 +24,50 @@ impl From<InvalidRequest> for ApiError {
             InvalidKind::Unprocessable => 422,
         };
         ApiError::new(status, e.code, e.message)
+    }
+}
+
+impl From<SpeechInvalid> for ApiError {
+    fn from(e: SpeechInvalid) -> Self {
+        let err = ApiError::from(e.error);
+        match e.param {
+            Some(param) => err.with_param(param),
+            None => err,
+        }
+    }
+}
+
+impl From<VoiceRefusal> for ApiError {
+    fn from(e: VoiceRefusal) -> Self {
+        let shown = super::openai::shown;
+        match e {
+            VoiceRefusal::NotFound { voice, pool, presets } => {
+                let presets = if presets.is_empty() {
+                    String::new()
+                } else {
+                    format!(", or one of model {pool}'s speakers: {}", presets.join(", "))
+                };
+                ApiError::bad_request(
+                    "voice_not_found",
+                    format!(
+                        "no voice {}: register one with POST /v1/voices and name it by its id or \
+                         name{presets}",
+                        shown(&voice)
+                    ),
+                )
+                .with_param("voice")
+            }
+            VoiceRefusal::InstructionsNeedVoice { voice, pool } => ApiError::bad_request(
+                "instructions_need_voice",
+                format!(
+                    "`instructions` need a registered voice (POST /v1/voices); {} is a preset \
+                     speaker of model {pool}, which CosyVoice cannot instruct: leave \
+                     `instructions` out or register a voice",
+                    shown(&voice)
+                ),
+            )
+            .with_param("instructions"),
+        }
     }
 }
 

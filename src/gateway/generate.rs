@@ -15,7 +15,8 @@ use pingora::proxy::Session;
 use std::sync::Arc;
 
 impl Gateway {
-    fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
+    /// Identifies the caller from the connection and the headers (401 on a bad token).
+    pub(super) fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
         // Never guessed: a request we cannot attribute is refused (the connection guard
         // already closes such connections; this is the second lock).
         let peer = session
@@ -154,7 +155,8 @@ impl Gateway {
     }
 }
 
-fn header_is_json(session: &Session) -> bool {
+/// Whether the request's Content-Type is JSON (`application/json`, any parameters).
+pub(super) fn header_is_json(session: &Session) -> bool {
     session
         .req_header()
         .headers

@@ -101,6 +101,8 @@ pub struct Gateway {
     heavy: Arc<tokio::sync::Semaphore>,
     /// Work in flight, which a shutdown waits for.
     in_flight: Arc<InFlight>,
+    /// When this process's gateway was built (OpenAI's `created` of each model).
+    started_at: std::time::SystemTime,
 }
 
 impl Gateway {
@@ -126,6 +128,7 @@ impl Gateway {
             pending_headers,
             heavy: Arc::new(tokio::sync::Semaphore::new(threads)),
             in_flight,
+            started_at: std::time::SystemTime::now(),
         }
     }
 

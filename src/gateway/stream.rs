@@ -3,7 +3,10 @@
 //! Framing (the README's "Streaming"):
 //! - `AudioFormat::Wav`: a 44-byte WAV header whose RIFF and data sizes are `0xFFFFFFFF`
 //!   (unknown length), then signed 16-bit little-endian PCM as it comes;
-//! - `AudioFormat::Pcm`: the raw PCM alone (CosyVoice's routes, OpenAI's `pcm`).
+//! - `AudioFormat::Pcm`: the raw PCM alone (CosyVoice's routes, OpenAI's `pcm`);
+//! - `AudioFormat::OpenAiSse`: OpenAI's `stream_format: "sse"`: each piece of the above (the
+//!   streaming WAV header and PCM, or PCM alone) as a `speech.audio.delta` event with its bytes
+//!   in base64, then one `speech.audio.done` event.
 //!
 //! Nothing is sent before the first audio, so every refusal or failure before it is a normal
 //! JSON error with its status. A stream that cannot be completed after audio was sent (the
@@ -132,7 +135,15 @@ impl Gateway {
                                 return Streamed::Gone;
                             }
                         }
-                        if write_chunk(session, ctx, converted).await.is_err() {
+                        if write_chunk(session, ctx, frame(format, &converted))
+                            .await
+                            .is_err()
+                        {
+                            return Streamed::Gone;
+                        }
+                    }
+                    if let AudioFormat::OpenAiSse { .. } = format {
+                        if write_chunk(session, ctx, sse_done()).await.is_err() {
                             return Streamed::Gone;
                         }
                     }
@@ -146,7 +157,7 @@ impl Gateway {
             };
             sent_pcm += pcm.len() as u64;
             audio_format = Some(pcm_format);
-            if let AudioFormat::Pcm { sample_rate } = format {
+            if let Some(sample_rate) = pcm_rate(format) {
                 let native = pcm_format.sample_rate == sample_rate && pcm_format.channels == 1;
                 if !native || pending.is_some() {
                     let buf = pending.get_or_insert_with(|| (pcm_format, BytesMut::new()));
@@ -167,7 +178,7 @@ impl Gateway {
                     return Streamed::Gone;
                 }
             }
-            if write_chunk(session, ctx, pcm).await.is_err() {
+            if write_chunk(session, ctx, frame(format, &pcm)).await.is_err() {
                 return Streamed::Gone;
             }
         }
@@ -186,6 +197,7 @@ impl Gateway {
         let content_type = match format {
             AudioFormat::Wav => "audio/wav",
             AudioFormat::Pcm { .. } => PCM_CONTENT_TYPE,
+            AudioFormat::OpenAiSse { .. } => "text/event-stream",
         };
         let mut resp = ResponseHeader::build(200, Some(6 + head.headers.len()))?;
         resp.insert_header("Content-Type", content_type)?;
@@ -207,12 +219,14 @@ impl Gateway {
             ])
             .observe(ctx.started.elapsed().as_secs_f64() * 1000.0);
         session.write_response_header(Box::new(resp), false).await?;
-        if let (AudioFormat::Wav, Some(f)) = (format, pcm_format) {
-            let header = wav::pcm16_header(f.sample_rate, f.channels, None);
+        let wav_header = matches!(
+            format,
+            AudioFormat::Wav | AudioFormat::OpenAiSse { pcm_rate: None }
+        );
+        if let (true, Some(f)) = (wav_header, pcm_format) {
+            let header = frame(format, &wav::pcm16_header(f.sample_rate, f.channels, None));
             ctx.bytes_out += header.len() as u64;
-            session
-                .write_response_body(Some(Bytes::copy_from_slice(&header)), false)
-                .await?;
+            session.write_response_body(Some(header), false).await?;
         }
         Ok(())
     }
@@ -275,9 +289,38 @@ async fn write_chunk(session: &mut Session, ctx: &mut RequestCtx, pcm: Bytes) ->
     }
 }
 
+/// The rate of raw PCM the client asked for, if it asked for raw PCM.
+fn pcm_rate(format: AudioFormat) -> Option<u32> {
+    match format {
+        AudioFormat::Pcm { sample_rate } => Some(sample_rate),
+        AudioFormat::OpenAiSse { pcm_rate } => pcm_rate,
+        AudioFormat::Wav => None,
+    }
+}
+
+/// Bytes of audio as they go on the wire: as they are, or in an SSE delta event.
+fn frame(format: AudioFormat, audio: &[u8]) -> Bytes {
+    match format {
+        AudioFormat::OpenAiSse { .. } => {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(audio);
+            let event = serde_json::json!({"type": "speech.audio.delta", "audio": b64});
+            Bytes::from(format!("data: {event}\n\n"))
+        }
+        AudioFormat::Wav | AudioFormat::Pcm { .. } => Bytes::copy_from_slice(audio),
+    }
+}
+
+/// OpenAI's last SSE event (cosygate counts no tokens: usage is zero).
+fn sse_done() -> Bytes {
+    let done = serde_json::json!({"type": "speech.audio.done",
+        "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}});
+    Bytes::from(format!("data: {done}\n\n"))
+}
+
 /// PCM of `from`'s layout as the client's `format` (mono at its rate), through a WAV.
 fn convert(pcm: &[u8], from: PcmFormat, format: AudioFormat) -> Bytes {
-    let AudioFormat::Pcm { sample_rate } = format else {
+    let Some(sample_rate) = pcm_rate(format) else {
         return Bytes::copy_from_slice(pcm);
     };
     let len = u32::try_from(pcm.len()).unwrap_or(u32::MAX);

@@ -31,13 +31,15 @@ pub(super) const HEAVY_INPUT: usize = 1024 * 1024;
 
 /// The audio format an answer is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // `Pcm`: the OpenAI and CosyVoice routes being built
 pub(super) enum AudioFormat {
     /// A RIFF/WAVE file (`Content-Type: audio/wav`), as synthesized.
     Wav,
     /// Raw signed 16-bit little-endian mono PCM at `sample_rate` (CosyVoice's own routes,
     /// OpenAI's `pcm`); audio at another rate or layout is converted.
     Pcm { sample_rate: u32 },
+    /// OpenAI's `stream_format: "sse"`: the audio (the WAV, or PCM at `pcm_rate`) in base64
+    /// `speech.audio.delta` events, then `speech.audio.done` (see `openai::sse_events`).
+    OpenAiSse { pcm_rate: Option<u32> },
 }
 
 /// How a route wants its synthesis answered.
@@ -264,6 +266,14 @@ impl Gateway {
                         );
                         self.fail(session, ctx, err).await;
                     }
+                }
+            }
+            // Always streamed (`openai.rs`); a whole SSE answer goes through `stream_whole`.
+            AudioFormat::OpenAiSse { .. } => {
+                let head = super::stream::StreamHead { headers };
+                let streamed = self.stream_whole(session, ctx, &answer, head, format).await;
+                if let Err(err) = super::stream::settle(session, ctx, streamed) {
+                    self.fail(session, ctx, err).await;
                 }
             }
         }
