@@ -15,7 +15,8 @@ use pingora::proxy::Session;
 use std::sync::Arc;
 
 impl Gateway {
-    fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
+    /// Identifies the caller of a request (401 on a bad token) and records it for the log.
+    pub(super) fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
         // Never guessed: a request we cannot attribute is refused (the connection guard
         // already closes such connections; this is the second lock).
         let peer = session
@@ -71,11 +72,12 @@ impl Gateway {
         ctx.bytes_in = raw.len() as u64;
         let limits = self.request_limits();
         let req = if raw.len() > HEAVY_INPUT {
-            self.off_thread(move || Ok(GenerateRequest::parse(&raw, limits)?))
+            self.off_thread(move || Ok(GenerateRequest::parse_body(&raw, limits)?))
                 .await?
         } else {
-            GenerateRequest::parse(&raw, limits)?
+            GenerateRequest::parse_body(&raw, limits)?
         };
+        let req = self.resolve_voice(&caller, req).await?;
         // A stream answers as the audio comes; it never becomes a job (`Prefer: respond-async`
         // is a preference, RFC 7240, and is not honoured for streams).
         let answering = Answering {
@@ -154,7 +156,8 @@ impl Gateway {
     }
 }
 
-fn header_is_json(session: &Session) -> bool {
+/// Whether the request says its body is JSON.
+pub(super) fn header_is_json(session: &Session) -> bool {
     session
         .req_header()
         .headers
