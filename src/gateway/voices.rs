@@ -52,7 +52,7 @@ impl Gateway {
         if !self.voices.enabled() {
             return Err(voices_disabled());
         }
-        let rest = path.trim_start_matches("/v1/voices");
+        let rest = path.strip_prefix("/v1/voices").unwrap_or_default();
         let one = rest.strip_prefix('/').filter(|id| !id.is_empty());
         match (one, method) {
             (None, &Method::POST) => self.register_voice(session, ctx).await,
