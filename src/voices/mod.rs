@@ -56,6 +56,14 @@ pub struct VoiceStore {
     inner: Option<Arc<Inner>>,
 }
 
+impl std::fmt::Debug for VoiceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoiceStore")
+            .field("dir", &self.inner.as_ref().map(|i| i.dir.display().to_string()))
+            .finish()
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     allow_anonymous: bool,
