@@ -215,6 +215,15 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
                     .into(),
             ));
         }
+        let tokens = g.auth.as_ref().is_some_and(|a| !a.tokens.is_empty());
+        if !v.allow_anonymous && !tokens {
+            return Err((
+                "voices",
+                "voices.allow_anonymous is false and there are no auth.tokens: nobody could use \
+                 voices; add tokens, or set voices.allow_anonymous: true"
+                    .into(),
+            ));
+        }
         if v.max_per_tenant == 0 || v.max_bytes_per_tenant.0 == 0 || v.memory.0 == 0 {
             return Err((
                 "voices",

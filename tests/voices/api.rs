@@ -147,7 +147,7 @@ async fn anonymous_voices_when_allowed_and_none_without_the_section() {
 }
 
 #[test]
-fn the_voice_directory_is_required_without_a_disk_cache() {
+fn the_voices_section_is_checked() {
     let yaml = "pid_file: /tmp/x.pid\ncosygate:\n  listen:\n    - addr: 127.0.0.1:1\n  voices: { max_per_tenant: 3 }\n  pools:\n    p:\n      protocol: cosyvoice_fastapi\n      backends:\n        - addr: 127.0.0.1:2\n";
     let (code, out) = check_config(yaml);
     assert_ne!(code, 0, "{out}");
@@ -163,5 +163,9 @@ fn the_voice_directory_is_required_without_a_disk_cache() {
         "  cache: { disk: { path: /tmp/cosygate-test-cache } }\n  voices:",
     );
     let (code, out) = check_config(&with_disk);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("nobody could use voices"), "{out}");
+    let anonymous = with_disk.replace("max_per_tenant: 3", "max_per_tenant: 3, allow_anonymous: true");
+    let (code, out) = check_config(&anonymous);
     assert_eq!(code, 0, "{out}");
 }
