@@ -14,6 +14,8 @@
 mod disk;
 mod index;
 mod shared;
+#[cfg(test)]
+mod tests;
 
 pub use index::{VoiceError, VoiceInfo};
 
