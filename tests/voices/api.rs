@@ -62,6 +62,13 @@ async fn register_list_generate_and_delete() {
     )
     .await;
     assert_eq!((by_name.status, by_name.key.as_str()), (200, by_id.key.as_str()));
+    // A stream with a voice: the same audio from the cache, after a streaming WAV header
+    // (sizes unknown up front).
+    let streamed = json!({"text": "Good morning.", "voice_id": id, "stream": true});
+    let streamed = generate(&gw, Some(TOKEN_A), streamed).await;
+    assert_eq!((streamed.status, streamed.cache.as_str()), (200, "HIT"));
+    assert!(streamed.bytes.starts_with(b"RIFF"));
+    assert_eq!(streamed.bytes[44..], by_id.bytes[44..], "the same PCM");
     assert_eq!(requests(&sim).await, 1, "the sim synthesized once");
     // The sample the backend received is the registered one.
     let last = sim.last().await;
