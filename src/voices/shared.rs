@@ -24,6 +24,7 @@ fn key(scope: &str, what: &str) -> String {
 }
 
 impl SharedVoices {
+    /// Wraps the link (which connects lazily); runs once at start.
     pub fn new(link: RedisLink) -> Self {
         Self { link }
     }

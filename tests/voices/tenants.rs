@@ -172,3 +172,32 @@ async fn quotas_names_and_bad_samples() {
         "nothing bad was stored"
     );
 }
+
+#[tokio::test]
+async fn concurrent_registrations_cannot_pass_the_quota() {
+    let sim = Sim::start(FAST);
+    let dir = tempfile::tempdir().expect("dir");
+    let gw = std::sync::Arc::new(Gateway::start(&config(
+        &sim,
+        &voices_at(dir.path(), ", max_per_tenant: 3"),
+        "",
+    )));
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let wav = test_wav(1.0 + f64::from(i) / 100.0, 16000);
+                register(&gw, Some(TOKEN_A), &format!("v{i}"), &wav, TRANSCRIPT)
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 201, 201, 409, 409, 409, 409, 409, 409, 409]);
+    assert_eq!(names(&list(&gw, Some(TOKEN_A)).await).len(), 3);
+}
