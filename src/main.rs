@@ -164,7 +164,8 @@ fn run(opt: Opt, config: Config) -> Result<(), String> {
         conf.limits.clone(),
         pending_headers.clone(),
         in_flight.clone(),
-    );
+    )
+    .with_voices(Arc::new(cosygate::voices::VoiceStore::open(&conf)?));
     // What `http_proxy_service_with_name` builds (`http_proxy` runs `handle_init_modules`), with
     // the connection guard (per-IP cap, header deadline) between the listeners and the proxy.
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);

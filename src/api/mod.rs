@@ -5,10 +5,12 @@
 pub mod invalid;
 pub mod openai;
 pub mod request;
+pub mod voice;
 pub mod wav;
 
 pub use invalid::{InvalidKind, InvalidRequest};
-pub use request::{GenerateRequest, Mode, RequestLimits, RequestParts};
+pub use request::{GenerateBody, GenerateRequest, Mode, RequestLimits, RequestParts};
+pub use voice::VoiceRegistration;
 
 /// CosyVoice3's marker between the system prompt and the transcript or instruction.
 pub const END_OF_PROMPT: &str = "<|endofprompt|>";

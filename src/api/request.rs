@@ -76,11 +76,51 @@ struct RawRequest {
     speed: Option<f64>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    voice_id: Option<String>,
+}
+
+/// A `/generate` body as parsed: the request, and the registered voice it names instead of
+/// `prompt_audio` and `prompt_text`, if any (resolved by the gateway, then [`GenerateBody::with_voice`]).
+#[derive(Debug, Clone)]
+pub struct GenerateBody {
+    /// The request; without prompt audio while `voice_id` is unresolved.
+    pub req: GenerateRequest,
+    /// A voice id or a voice name (checked: 1-64 characters of `[A-Za-z0-9._-]`).
+    pub voice_id: Option<String>,
+}
+
+impl GenerateBody {
+    /// Fills the prompt from a registered voice: its sample, and for zero_shot its transcript
+    /// (the modes that take no transcript get none, so the cache key equals that of the same
+    /// request sent with `prompt_audio`).
+    pub fn with_voice(self, prompt_audio: Bytes, prompt_text: &str) -> GenerateRequest {
+        let mut req = self.req;
+        req.prompt_audio = Some(prompt_audio);
+        if req.mode == Mode::ZeroShot {
+            req.prompt_text = Some(prompt_text.to_string());
+        }
+        req
+    }
 }
 
 impl GenerateRequest {
-    /// Parses and validates a request body.
+    /// Parses and validates a request body that carries its own prompt; a `voice_id` is
+    /// refused here (`unknown_voice`): only [`GenerateRequest::parse_body`]'s caller can resolve it.
     pub fn parse(body: &[u8], limits: RequestLimits) -> Result<Self, InvalidRequest> {
+        let parsed = Self::parse_body(body, limits)?;
+        if parsed.voice_id.is_some() {
+            return Err(InvalidRequest::unprocessable(
+                "unknown_voice",
+                "`voice_id` cannot be resolved here; send `prompt_audio` and `prompt_text`",
+            ));
+        }
+        Ok(parsed.req)
+    }
+
+    /// Parses and validates a `/generate` body, which may name a registered voice (`voice_id`)
+    /// instead of carrying `prompt_audio` and `prompt_text`.
+    pub fn parse_body(body: &[u8], limits: RequestLimits) -> Result<GenerateBody, InvalidRequest> {
         if body.trim_ascii_start().first() != Some(&b'{') {
             return Err(InvalidRequest::malformed(
                 "invalid_json",
@@ -107,14 +147,24 @@ impl GenerateRequest {
             [raw.prompt_text, raw.instruct_text, raw.spk_id],
             limits,
         )?;
+        let voice_id = match raw.voice_id {
+            Some(v) => Some(check_voice_ref(
+                &v,
+                mode,
+                raw.prompt_audio.is_some(),
+                fields.prompt_text.is_some(),
+            )?),
+            None => None,
+        };
         let prompt_audio = match (raw.prompt_audio, mode.needs_prompt_audio()) {
             (Some(b64), true) => Some(decode_prompt_audio(&b64, limits)?),
+            (None, true) if voice_id.is_some() => None,
             (None, true) => return Err(missing("prompt_audio", mode)),
             (_, false) => None,
         };
         let mut req = fields.finish(mode, prompt_audio, raw.seed.unwrap_or(0))?;
         req.stream = raw.stream.unwrap_or(false);
-        Ok(req)
+        Ok(GenerateBody { req, voice_id })
     }
 
     /// Builds a request from fields a route other than `/generate` gathered (OpenAI's
@@ -258,6 +308,30 @@ pub fn checked_speed(field: &str, speed: f64) -> Result<f64, InvalidRequest> {
     Ok(speed)
 }
 
+/// Checks a `voice_id` (a voice id or name) and that nothing else supplies the prompt.
+fn check_voice_ref(
+    value: &str,
+    mode: Mode,
+    has_audio: bool,
+    has_text: bool,
+) -> Result<String, InvalidRequest> {
+    if has_audio || has_text {
+        return Err(InvalidRequest::malformed(
+            "conflicting_fields",
+            "`voice_id` supplies the prompt: send it without `prompt_audio` and `prompt_text`",
+        ));
+    }
+    if !mode.needs_prompt_audio() {
+        return Err(InvalidRequest::malformed(
+            "conflicting_fields",
+            "mode sft speaks a preset speaker (`spk_id`) and takes no `voice_id`",
+        ));
+    }
+    let value = value.trim();
+    super::voice::check_name("voice_id", value)?;
+    Ok(value.to_string())
+}
+
 /// Longest `prompt_text` or `instruct_text`, in characters.
 pub const MAX_AUX_TEXT_CHARS: usize = 1000;
 /// Longest `spk_id`, in characters.
@@ -364,7 +438,7 @@ pub fn json_error(e: serde_json::Error, route: &str) -> InvalidRequest {
 
 /// Decodes standard base64 (padding required). Line breaks from MIME-style wrapping are
 /// ignored; any other whitespace or alphabet is refused.
-fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, InvalidRequest> {
+pub(super) fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, InvalidRequest> {
     let compact: String = b64.chars().filter(|c| *c != '\n' && *c != '\r').collect();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())

@@ -206,6 +206,31 @@ fn check_gateway(g: &GatewayConf) -> Result<(), (&'static str, String)> {
             "jobs.max, jobs.max_bytes and jobs.max_unfinished_per_caller must be greater than zero".into(),
         ));
     }
+    if let Some(v) = &g.voices {
+        if v.dir(g.cache.as_ref()).is_none() {
+            return Err((
+                "voices",
+                "voices needs a directory: set voices.path (or configure cache.disk, whose \
+                 <path>/voices is the default)"
+                    .into(),
+            ));
+        }
+        let tokens = g.auth.as_ref().is_some_and(|a| !a.tokens.is_empty());
+        if !v.allow_anonymous && !tokens {
+            return Err((
+                "voices",
+                "voices.allow_anonymous is false and there are no auth.tokens: nobody could use \
+                 voices; add tokens, or set voices.allow_anonymous: true"
+                    .into(),
+            ));
+        }
+        if v.max_per_tenant == 0 || v.max_bytes_per_tenant.0 == 0 || v.memory.0 == 0 {
+            return Err((
+                "voices",
+                "voices.max_per_tenant, max_bytes_per_tenant and memory must be greater than zero".into(),
+            ));
+        }
+    }
     if let Some(f) = &g.fallback {
         crate::backend::fallback::check_command(&f.command.0).map_err(|e| ("command", e))?;
     }

@@ -9,6 +9,7 @@ use crate::api::{InvalidKind, InvalidRequest};
 use crate::backend::UnknownPool;
 use crate::jobs::{JobError, JobFailed};
 use crate::synth::{Refusal, SynthError};
+use crate::voices::VoiceError;
 use std::time::Duration;
 
 /// Seconds a caller is told to wait when no backend is usable (health checks and breakers
@@ -191,6 +192,60 @@ impl From<SynthError> for ApiError {
                 format!("no backend could serve and the fallback voice failed: {why}"),
             ),
             SynthError::Internal(why) => ApiError::new(500, "internal", why),
+        }
+    }
+}
+
+impl From<VoiceError> for ApiError {
+    fn from(e: VoiceError) -> Self {
+        match e {
+            VoiceError::NameTaken { name, by } => ApiError::new(
+                409,
+                "voice_name_taken",
+                format!(
+                    "the name {name:?} belongs to your voice {by}; choose another name, or remove \
+                     that voice first with DELETE /v1/voices/{by}"
+                ),
+            )
+            .with_param("name"),
+            VoiceError::TooMany { max_count } => ApiError::new(
+                409,
+                "voice_quota_exceeded",
+                format!(
+                    "you have {max_count} voices, the most allowed (voices.max_per_tenant); make \
+                     room with DELETE /v1/voices/{{id}} (GET /v1/voices lists them)"
+                ),
+            ),
+            VoiceError::TooLarge {
+                max_bytes,
+                used,
+                adding,
+            } => ApiError::new(
+                409,
+                "voice_quota_exceeded",
+                format!(
+                    "your voices hold {used} bytes and this sample has {adding}; the limit is \
+                     {max_bytes} bytes (voices.max_bytes_per_tenant): make room with DELETE \
+                     /v1/voices/{{id}}, or send a shorter sample (3 to 10 s works best)"
+                ),
+            ),
+            VoiceError::NotFound => ApiError::new(
+                404,
+                "voice_not_found",
+                "no such voice is registered for you; GET /v1/voices lists yours",
+            ),
+            VoiceError::SharedUnavailable => ApiError::new(
+                503,
+                "voice_store_unavailable",
+                "the voice store shared by all instances (Redis) did not answer, so the voice \
+                 cannot be removed everywhere; try again shortly",
+            )
+            .with_retry_after(NO_BACKEND_RETRY_SECS),
+            VoiceError::Storage(why) => ApiError::new(
+                500,
+                "voice_storage_failed",
+                format!("the voice could not be stored ({why}); try again, or tell the operator"),
+            ),
         }
     }
 }

@@ -72,11 +72,12 @@ impl Gateway {
         ctx.bytes_in = raw.len() as u64;
         let limits = self.request_limits();
         let req = if raw.len() > HEAVY_INPUT {
-            self.off_thread(move || Ok(GenerateRequest::parse(&raw, limits)?))
+            self.off_thread(move || Ok(GenerateRequest::parse_body(&raw, limits)?))
                 .await?
         } else {
-            GenerateRequest::parse(&raw, limits)?
+            GenerateRequest::parse_body(&raw, limits)?
         };
+        let req = self.resolve_voice(&caller, req).await?;
         // A stream answers as the audio comes; it never becomes a job (`Prefer: respond-async`
         // is a preference, RFC 7240, and is not honoured for streams).
         let answering = Answering {

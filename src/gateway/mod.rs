@@ -89,7 +89,6 @@ pub struct Gateway {
     synthesizer: Synthesizer,
     jobs: Arc<Jobs>,
     /// Registered voices (`/v1/voices`, `voice_id`, OpenAI's `voice`).
-    #[allow(dead_code)] // the voices routes being built
     voices: Arc<crate::voices::VoiceStore>,
     limits: LimitsConf,
     /// Where the connection guard waits for request headers (see `conn_guard`).
@@ -130,6 +129,12 @@ impl Gateway {
             in_flight,
             started_at: std::time::SystemTime::now(),
         }
+    }
+
+    /// Registered voices (`voices:`); the default store is disabled. Runs once at start.
+    pub fn with_voices(mut self, voices: Arc<crate::voices::VoiceStore>) -> Self {
+        self.voices = voices;
+        self
     }
 
     async fn health(&self, session: &mut Session, ctx: &mut RequestCtx) {

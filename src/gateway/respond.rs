@@ -31,6 +31,20 @@ pub async fn send(
     Ok(())
 }
 
+/// Writes `204 No Content`: no body, no `Content-Type` and no `Content-Length` (RFC 9110).
+pub async fn send_no_content(
+    session: &mut Session,
+    headers: &[(&'static str, String)],
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(1 + headers.len()))?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    for (name, value) in headers {
+        resp.append_header(*name, value.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), true).await
+}
+
 /// Writes an error in the contract's JSON shape, closing the connection when the error says so.
 /// Returns the body's length.
 pub async fn send_error(

@@ -6,6 +6,7 @@
 //! - `cache.rs`: lookups per tier, the sliding hit ratio, tier sizes, Redis errors.
 //! - `backends.rs`: pools and backends: queue, waits, slots, health, breakers, errors, retries,
 //!   restarts.
+//! - `voices.rs`: registered voices held by this instance.
 //!
 //! Counters end in `_total` (except the contract's `cosygate_backend_error_count`), durations
 //! carry their unit. No label takes a value a client chooses: pools, tenants and backends come
@@ -14,10 +15,12 @@
 mod backends;
 mod cache;
 mod edge;
+mod voices;
 
 pub use backends::*;
 pub use cache::*;
 pub use edge::*;
+pub use voices::*;
 
 /// Histogram buckets for durations in milliseconds: 1 ms to 120 s, dense where TTS lives
 /// (a cache hit in ~1 ms; a synthesis in 0.5 to 30 s; the 120 s longest answer).
@@ -68,4 +71,5 @@ pub fn register_all() {
     edge::touch();
     cache::touch();
     backends::touch();
+    voices::touch();
 }

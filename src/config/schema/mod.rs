@@ -13,11 +13,13 @@ mod admission;
 mod cache;
 mod pools;
 mod services;
+mod voices;
 
 pub use admission::*;
 pub use cache::*;
 pub use pools::*;
 pub use services::*;
+pub use voices::*;
 
 /// Everything under `cosygate:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +48,9 @@ pub struct GatewayConf {
     /// 202 Accepted jobs.
     #[serde(default)]
     pub jobs: JobsConf,
+    /// Registered voices (`/v1/voices`, `voice_id`); absent = off.
+    #[serde(default)]
+    pub voices: Option<VoicesConf>,
     /// Backend pools by name, in file order.
     pub pools: Pools,
     /// Restarting unhealthy backends (`backends[].restart`).
