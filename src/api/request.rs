@@ -3,6 +3,7 @@
 
 use super::invalid::InvalidRequest;
 use super::wav;
+use super::END_OF_PROMPT;
 use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -78,8 +79,58 @@ struct RawRequest {
     stream: Option<bool>,
 }
 
+/// A request's fields as a route read them, before validation: what
+/// [`GenerateRequest::from_parts`] checks. Every route (`/generate`'s JSON, CosyVoice's own
+/// form routes) builds one, so all of them share one set of checks and error codes.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub mode: Mode,
+    pub text: String,
+    /// The prompt WAV file, as the route received it.
+    pub prompt_audio: Option<PromptAudio>,
+    pub prompt_text: Option<String>,
+    pub instruct_text: Option<String>,
+    pub spk_id: Option<String>,
+    pub seed: u64,
+    pub speed: f64,
+    /// Send the audio as it is produced (see [`GenerateRequest::stream`]).
+    pub stream: bool,
+    /// Whether `text` may carry CosyVoice3's `<|endofprompt|>` (CosyVoice's own cross_lingual
+    /// and sft routes, where its clients put the system prompt in front of the text). The text
+    /// limit then counts only what follows the marker; what precedes it is held to
+    /// [`MAX_AUX_TEXT_CHARS`].
+    pub marker_in_text: bool,
+    /// The names the route's clients know the fields by, for messages.
+    pub names: FieldNames,
+}
+
+/// Prompt audio as a route received it; decoded and checked by [`GenerateRequest::from_parts`].
+#[derive(Debug, Clone)]
+pub enum PromptAudio {
+    /// Standard base64 of a WAV file (`/generate`).
+    Base64(String),
+    /// A WAV file's bytes (a form's file part).
+    Wav(Bytes),
+}
+
+/// What a route calls the fields that messages name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldNames {
+    pub text: &'static str,
+    pub prompt_audio: &'static str,
+}
+
+impl FieldNames {
+    /// `/generate`'s names.
+    pub const GENERATE: FieldNames = FieldNames {
+        text: "text",
+        prompt_audio: "prompt_audio",
+    };
+}
+
 impl GenerateRequest {
-    /// Parses and validates a request body.
+    /// Parses and validates a `/generate` body (runs on every `/generate` request, off the
+    /// worker threads when large).
     pub fn parse(body: &[u8], limits: RequestLimits) -> Result<Self, InvalidRequest> {
         if body.trim_ascii_start().first() != Some(&b'{') {
             return Err(InvalidRequest::malformed(
@@ -101,24 +152,67 @@ impl GenerateRequest {
                 ))
             }
         };
-        let text: String = raw.text.trim().nfc().collect();
-        if text.is_empty() {
+        Self::from_parts(
+            Parts {
+                mode,
+                text: raw.text,
+                prompt_audio: raw.prompt_audio.map(PromptAudio::Base64),
+                prompt_text: raw.prompt_text,
+                instruct_text: raw.instruct_text,
+                spk_id: raw.spk_id,
+                seed: raw.seed.unwrap_or(0),
+                speed: raw.speed.unwrap_or(1.0),
+                stream: raw.stream.unwrap_or(false),
+                marker_in_text: false,
+                names: FieldNames::GENERATE,
+            },
+            limits,
+        )
+    }
+
+    /// Validates a request's fields, whichever route read them: trims and NFC-normalizes the
+    /// texts, checks them (length, forbidden characters) and the prompt WAV against `limits`,
+    /// and that the mode has what it needs.
+    pub fn from_parts(parts: Parts, limits: RequestLimits) -> Result<Self, InvalidRequest> {
+        let Parts {
+            mode,
+            names,
+            marker_in_text,
+            ..
+        } = parts;
+        let text: String = parts.text.trim().nfc().collect();
+        let (prefix, spoken) = match text.rfind(END_OF_PROMPT) {
+            Some(i) if marker_in_text => (&text[..i], text[i + END_OF_PROMPT.len()..].trim()),
+            _ => ("", text.as_str()),
+        };
+        if spoken.is_empty() {
             return Err(InvalidRequest::unprocessable(
                 "empty_text",
-                "`text` is empty: give the words to speak",
+                format!("`{}` is empty: give the words to speak", names.text),
             ));
         }
-        let chars = text.chars().count();
+        if spoken.len() != text.len() && !spoken.chars().any(char::is_alphanumeric) {
+            // The backend's own check (`precheck`) would see the letters of the system prompt.
+            return Err(InvalidRequest::unprocessable(
+                "nothing_to_speak",
+                format!(
+                    "`{}` has no letter or digit after {END_OF_PROMPT}, so the model has nothing to say: send words",
+                    names.text
+                ),
+            ));
+        }
+        let chars = spoken.chars().count();
         if chars > limits.max_text_chars {
             return Err(InvalidRequest::unprocessable(
                 "text_too_long",
                 format!(
-                    "`text` has {chars} characters; the limit is {}: split it into several requests",
-                    limits.max_text_chars
+                    "`{}` has {chars} characters; the limit is {}: split it into several requests",
+                    names.text, limits.max_text_chars
                 ),
             ));
         }
-        let speed = raw.speed.unwrap_or(1.0);
+        check_length(names.text, prefix, MAX_AUX_TEXT_CHARS)?;
+        let speed = parts.speed;
         if !(0.5..=2.0).contains(&speed) {
             return Err(InvalidRequest::unprocessable(
                 "speed_out_of_range",
@@ -129,10 +223,10 @@ impl GenerateRequest {
             s.map(|s| s.trim().nfc().collect::<String>())
                 .filter(|s| !s.is_empty())
         };
-        let prompt_text = trimmed(raw.prompt_text);
-        let instruct_text = trimmed(raw.instruct_text);
-        let spk_id = trimmed(raw.spk_id);
-        check_text("text", &text, false)?;
+        let prompt_text = trimmed(parts.prompt_text);
+        let instruct_text = trimmed(parts.instruct_text);
+        let spk_id = trimmed(parts.spk_id);
+        check_text(names.text, &text, marker_in_text)?;
         for (field, value) in [("prompt_text", &prompt_text), ("instruct_text", &instruct_text)] {
             if let Some(value) = value {
                 check_length(field, value, MAX_AUX_TEXT_CHARS)?;
@@ -143,9 +237,14 @@ impl GenerateRequest {
             check_length("spk_id", spk, MAX_SPK_ID_CHARS)?;
             check_text("spk_id", spk, false)?;
         }
-        let prompt_audio = match (raw.prompt_audio, mode.needs_prompt_audio()) {
-            (Some(b64), true) => Some(decode_prompt_audio(&b64, limits)?),
-            (None, true) => return Err(missing("prompt_audio", mode)),
+        let prompt_audio = match (parts.prompt_audio, mode.needs_prompt_audio()) {
+            (Some(PromptAudio::Base64(b64)), true) => Some(check_prompt_audio(
+                decode_base64(&b64)?,
+                names.prompt_audio,
+                limits,
+            )?),
+            (Some(PromptAudio::Wav(wav)), true) => Some(check_prompt_audio(wav, names.prompt_audio, limits)?),
+            (None, true) => return Err(missing(names.prompt_audio, mode)),
             (_, false) => None,
         };
         if mode == Mode::Instruct && instruct_text.is_none() {
@@ -161,9 +260,9 @@ impl GenerateRequest {
             prompt_text,
             instruct_text,
             spk_id,
-            seed: raw.seed.unwrap_or(0),
+            seed: parts.seed,
             speed,
-            stream: raw.stream.unwrap_or(false),
+            stream: parts.stream,
         })
     }
 }
@@ -206,7 +305,7 @@ pub fn check_text(field: &str, value: &str, allow_end_of_prompt: bool) -> Result
         return refuse(format!("the control character U+{:04X}", u32::from(c)));
     }
     let stripped = if allow_end_of_prompt {
-        value.replace(crate::api::END_OF_PROMPT, "")
+        value.replace(END_OF_PROMPT, "")
     } else {
         value.to_string()
     };
@@ -273,20 +372,29 @@ fn json_error(e: serde_json::Error) -> InvalidRequest {
 
 /// Decodes standard base64 (padding required). Line breaks from MIME-style wrapping are
 /// ignored; any other whitespace or alphabet is refused.
-fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, InvalidRequest> {
+fn decode_base64(b64: &str) -> Result<Vec<u8>, InvalidRequest> {
     let compact: String = b64.chars().filter(|c| *c != '\n' && *c != '\r').collect();
-    let bytes = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .map_err(|e| {
             InvalidRequest::malformed(
                 "invalid_base64",
                 format!("`prompt_audio` is not standard base64 with padding: {e}"),
             )
-        })?;
+        })
+}
+
+/// Checks that prompt audio (the field `field`) is a readable WAV within the limits.
+fn check_prompt_audio(
+    bytes: impl Into<Bytes>,
+    field: &str,
+    limits: RequestLimits,
+) -> Result<Bytes, InvalidRequest> {
+    let bytes: Bytes = bytes.into();
     let info = wav::parse_wav(&bytes).map_err(|e| {
         InvalidRequest::malformed(
             "invalid_prompt_audio",
-            format!("`prompt_audio` is not a usable WAV file: {e}"),
+            format!("`{field}` is not a usable WAV file: {e}"),
         )
     })?;
     if info.sample_rate < 16000 {
@@ -308,5 +416,5 @@ fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, Invali
             ),
         ));
     }
-    Ok(Bytes::from(bytes))
+    Ok(bytes)
 }
