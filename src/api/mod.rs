@@ -2,6 +2,7 @@
 //! [`InvalidRequest`]), and the WAV helpers. Everything below the gateway speaks in these types;
 //! none of them knows HTTP statuses.
 
+pub mod cosyvoice_form;
 pub mod invalid;
 pub mod request;
 pub mod wav;
