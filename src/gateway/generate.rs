@@ -15,7 +15,8 @@ use pingora::proxy::Session;
 use std::sync::Arc;
 
 impl Gateway {
-    fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
+    /// Identifies the caller of a request (every route that admits one): token or address.
+    pub(super) fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
         // Never guessed: a request we cannot attribute is refused (the connection guard
         // already closes such connections; this is the second lock).
         let peer = session
