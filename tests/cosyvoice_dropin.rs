@@ -173,11 +173,17 @@ async fn each_route_answers_the_pcm_of_the_equivalent_generate_request() {
         assert_eq!(cache, "HIT", "{what}: /generate shares the entry");
         assert_eq!(wav_pcm, first.to_vec(), "{what}: PCM equals the WAV's data chunk");
 
-        // Again, with the other method (and, for sft, the other encoding): a HIT, same bytes.
-        let resp = send(&gw, Method::POST, &case, true).await;
-        let (cache, again) = pcm(resp, what).await;
-        assert_eq!(cache, "HIT", "{what}");
-        assert_eq!(again, first, "{what}: identical bytes");
+        // Again, with the other method and (sft) the other encodings: a HIT, same bytes.
+        let mut repeats = vec![(Method::POST, true)];
+        if !case.prompt {
+            repeats.extend([(Method::POST, false), (Method::GET, true)]);
+        }
+        for (method, multipart) in repeats {
+            let how = format!("{what} {method} multipart={multipart}");
+            let (cache, again) = pcm(send(&gw, method, &case, multipart).await, &how).await;
+            assert_eq!(cache, "HIT", "{how}");
+            assert_eq!(again, first, "{how}: identical bytes");
+        }
         assert_eq!(requests(&sim).await, before + 1, "{what}: still one backend call");
     }
 }
@@ -339,4 +345,28 @@ async fn a_cut_backend_answer_is_retried_not_passed_on() {
     assert_eq!(requests(&sim).await, 2, "the cut attempt and the retry");
     let (_, expected) = generate_pcm(&gw, &case.generate, true).await;
     assert_eq!(pcm_bytes.to_vec(), expected, "the whole audio");
+}
+
+#[tokio::test]
+async fn a_prompt_over_a_mebibyte_reaches_the_backend_byte_exact() {
+    use sha2::{Digest, Sha256};
+    let (sim, gw) = start();
+    // 20 s at 48 kHz: a 1.9 MB body, read off the worker threads.
+    let wav = test_wav(20.0, 48000);
+    let form = Form::new()
+        .text("tts_text", format!("{MARK}A long prompt."))
+        .part("prompt_wav", Part::bytes(wav.clone()).file_name("prompt_wav"));
+    let resp = client()
+        .post(gw.url("/inference_cross_lingual"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("gateway answers");
+    pcm(resp, "large prompt").await;
+    let last = sim.last().await;
+    assert_eq!(
+        last["prompt_wav_sha256"],
+        hex::encode(Sha256::digest(&wav)),
+        "{last}"
+    );
 }

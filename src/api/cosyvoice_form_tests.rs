@@ -316,3 +316,30 @@ fn the_default_spelling_reads_back_to_the_plain_request() {
     .expect("valid");
     assert_eq!(c.text, mark("Hi."));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Any body, whatever it claims to be, is a request or a refusal: never a panic.
+    #[test]
+    fn any_body_is_read_or_refused(
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        prefix in proptest::sample::select(vec![
+            &b""[..],
+            b"--B\r\nContent-Disposition: form-data; name=\"tts_text\"\r\n\r\n",
+            b"--B\r\nContent-Disposition: form-data; name=\"prompt_wav\"; filename=\"p\"\r\n\r\n",
+            b"tts_text=",
+        ]),
+        multipart in proptest::prelude::any::<bool>(),
+    ) {
+        let encoding = if multipart {
+            FormEncoding::Multipart { boundary: "B".into() }
+        } else {
+            FormEncoding::UrlEncoded
+        };
+        let body = Bytes::from([prefix, &body[..]].concat());
+        for route in [Route::ZeroShot, Route::CrossLingual, Route::Instruct2, Route::Sft] {
+            let _ = parse(route, &encoding, body.clone(), LIMITS, true);
+        }
+    }
+}
