@@ -370,3 +370,52 @@ async fn a_prompt_over_a_mebibyte_reaches_the_backend_byte_exact() {
         "{last}"
     );
 }
+
+#[tokio::test]
+async fn admission_is_that_of_generate() {
+    use sha2::{Digest, Sha256};
+    let sim = Sim::start(FAST);
+    let yaml = format!(
+        "  auth:\n    allow_anonymous: false\n    tokens:\n      - {{ name: a, sha256: \"{}\", pools: [cosyvoice] }}\n  rate_limit:\n    per_ip: {{ capacity: 2, refill: 1, per: 1h }}\n{}",
+        hex::encode(Sha256::digest(b"token-a")),
+        pool_yaml("cosyvoice_fastapi", &[sim.addr()], "")
+    );
+    let gw = Gateway::start(&yaml);
+    let sft = |token: Option<&str>, pool: Option<&str>| {
+        let mut req = client()
+            .get(gw.url("/inference_sft"))
+            .form(&[("tts_text", "Hello."), ("spk_id", "中文女")]);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(p) = pool {
+            req = req.header("X-Cosygate-Pool", p);
+        }
+        req.send()
+    };
+    let r = sft(None, None).await.expect("answer");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(refusal(r).await, (401, "missing_token".to_string()));
+    let r = sft(Some("nope"), None).await.expect("answer");
+    assert_eq!(refusal(r).await, (401, "invalid_token".to_string()));
+    let r = sft(Some("token-a"), Some("elsewhere")).await.expect("answer");
+    assert_eq!(refusal(r).await, (404, "unknown_pool".to_string()));
+    // Refusals above took no token. The bucket of 2: two answers (no cache here, so two
+    // backend calls), then 429 with Retry-After.
+    for _ in 0..2 {
+        let r = sft(Some("token-a"), None).await.expect("answer");
+        assert!(
+            r.headers().get("ratelimit").is_some(),
+            "budget headers on the answer"
+        );
+        pcm(r, "within the budget").await;
+    }
+    let r = sft(Some("token-a"), None).await.expect("answer");
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(refusal(r).await, (429, "rate_limited".to_string()));
+    assert_eq!(
+        requests(&sim).await,
+        2,
+        "refused requests never reach the backend"
+    );
+}
