@@ -229,6 +229,19 @@ fn the_marker_is_allowed_where_the_model_expects_it() {
     let custom = "Speak like a pirate, with a lot of feeling.<|endofprompt|>Ahoy there.";
     let c = multipart(Route::CrossLingual, &[("tts_text", custom)], Some(&wav), true).expect("valid");
     assert_eq!(c.text, custom, "a system prompt of the client's own is kept");
+    let long_prefix = format!(
+        "{}<|endofprompt|>Hi.",
+        "a".repeat(crate::api::request::MAX_AUX_TEXT_CHARS + 1)
+    );
+    let err = multipart(
+        Route::CrossLingual,
+        &[("tts_text", &long_prefix)],
+        Some(&wav),
+        true,
+    )
+    .expect_err("refused");
+    assert_eq!(err.code, "field_too_long");
+    assert!(err.message.contains("before <|endofprompt|>"), "{}", err.message);
     let nothing = "Be calm.<|endofprompt|> ...";
     assert_eq!(
         code(multipart(

@@ -211,7 +211,16 @@ impl GenerateRequest {
                 ),
             ));
         }
-        check_length(names.text, prefix, MAX_AUX_TEXT_CHARS)?;
+        let prefix_chars = prefix.chars().count();
+        if prefix_chars > MAX_AUX_TEXT_CHARS {
+            return Err(InvalidRequest::unprocessable(
+                "field_too_long",
+                format!(
+                    "`{}` has {prefix_chars} characters before {END_OF_PROMPT}; the limit is {MAX_AUX_TEXT_CHARS}",
+                    names.text
+                ),
+            ));
+        }
         let speed = parts.speed;
         if !(0.5..=2.0).contains(&speed) {
             return Err(InvalidRequest::unprocessable(
