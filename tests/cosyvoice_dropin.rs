@@ -1,7 +1,7 @@
 //! CosyVoice's own FastAPI routes through the real gateway in front of the real sim: the forms
 //! CosyVoice clients send (GET or POST, multipart or urlencoded, CosyVoice3's
 //! `<|endofprompt|>` spelling), answered as raw int16 PCM equal to the audio `/generate` gives
-//! for the equivalent request, from the same cache entry; our stand-in of CosyVoice's
+//! for the equivalent request, from the same cache entry, streamed; our stand-in of CosyVoice's
 //! `client.py` (tests/python/cosyvoice_client.py) working unchanged; and every refusal with
 //! its documented status and no backend call.
 
@@ -159,6 +159,9 @@ async fn each_route_answers_the_pcm_of_the_equivalent_generate_request() {
         // CosyVoice's client: GET; a prompt makes the body multipart, sft goes urlencoded.
         let resp = send(&gw, Method::GET, &case, case.prompt).await;
         assert!(resp.headers().get("x-request-id").is_some(), "{what}");
+        // Streamed as the backend produces it, as CosyVoice's server does.
+        assert_eq!(resp.headers()["transfer-encoding"], "chunked", "{what}");
+        assert!(resp.headers().get("content-length").is_none(), "{what}");
         let (cache, first) = pcm(resp, what).await;
         assert_eq!(cache, "MISS", "{what}");
         assert_eq!(requests(&sim).await, before + 1, "{what}: one backend call");
@@ -335,16 +338,33 @@ async fn bad_requests_get_real_statuses_and_reach_no_backend() {
 }
 
 #[tokio::test]
-async fn a_cut_backend_answer_is_retried_not_passed_on() {
+async fn a_stream_the_backend_cuts_is_visibly_cut_and_never_cached() {
+    use futures_util::StreamExt;
     let (sim, gw) = start();
-    // CosyVoice fails inside the stream (200, then the PCM stops): never a short answer here.
+    // CosyVoice fails inside the stream (200, then the PCM stops). Once audio went out, the
+    // gateway cannot continue it from another take: it ends the body unterminated.
     sim.fault("truncate", 1).await;
     let case = &cases()[1];
-    let (cache, pcm_bytes) = pcm(send(&gw, Method::POST, case, true).await, "after a cut").await;
+    let resp = send(&gw, Method::POST, case, true).await;
+    assert_eq!(resp.status(), 200, "the head went out with the first audio");
+    let mut body = resp.bytes_stream();
+    let mut broken = false;
+    while let Some(chunk) = body.next().await {
+        if chunk.is_err() {
+            broken = true;
+            break;
+        }
+    }
+    assert!(
+        broken,
+        "the client can tell the answer was cut (unterminated chunked body)"
+    );
+    // Nothing partial was stored: the next request synthesizes again, whole.
+    let (cache, whole) = pcm(send(&gw, Method::POST, case, true).await, "after a cut").await;
     assert_eq!(cache, "MISS");
-    assert_eq!(requests(&sim).await, 2, "the cut attempt and the retry");
+    assert_eq!(requests(&sim).await, 2, "the cut synthesis and the new one");
     let (_, expected) = generate_pcm(&gw, &case.generate, true).await;
-    assert_eq!(pcm_bytes.to_vec(), expected, "the whole audio");
+    assert_eq!(whole.to_vec(), expected, "the whole audio");
 }
 
 #[tokio::test]
