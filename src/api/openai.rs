@@ -4,9 +4,11 @@
 //! looked `model` up (a pool) and `voice` up (the voice store, the pool's preset speakers), the
 //! fields of our request ([`OpenAiSpeech::into_parts`]) or a [`VoiceRefusal`].
 
+use super::checks::MAX_AUX_TEXT_CHARS;
+use super::checks::{check_length, check_text, checked_speed, checked_text, json_error, trimmed};
 use super::invalid::InvalidRequest;
-use super::request::{check_length, check_text, checked_speed, checked_text, json_error, trimmed};
-use super::request::{RequestLimits, RequestParts, MAX_AUX_TEXT_CHARS};
+use super::parts::{FieldNames, Parts, PromptAudio};
+use super::request::RequestLimits;
 use super::Mode;
 use crate::voices::Voice;
 use serde::Deserialize;
@@ -223,8 +225,8 @@ impl OpenAiSpeech {
         registered: Option<Voice>,
         pool: &str,
         presets: Option<&[String]>,
-    ) -> Result<RequestParts, VoiceRefusal> {
-        let mut parts = RequestParts {
+    ) -> Result<Parts, VoiceRefusal> {
+        let mut parts = Parts {
             mode: Mode::Sft,
             text: self.input,
             prompt_audio: None,
@@ -233,10 +235,16 @@ impl OpenAiSpeech {
             spk_id: None,
             seed: 0,
             speed: self.speed,
+            stream: false,
+            marker_in_text: false,
+            names: FieldNames {
+                text: "input",
+                prompt_audio: "voice",
+            },
         };
         let presets = presets.unwrap_or_default();
         if let Some(found) = registered {
-            parts.prompt_audio = Some(found.prompt_audio);
+            parts.prompt_audio = Some(PromptAudio::Checked(found.prompt_audio));
             match self.instructions {
                 Some(instructions) => {
                     parts.mode = Mode::Instruct;

@@ -143,7 +143,10 @@ fn a_registered_voice_gives_zero_shot_cross_lingual_or_instruct() {
         .expect("zero_shot");
     assert_eq!(p.mode, Mode::ZeroShot);
     assert_eq!(p.prompt_text.as_deref(), Some("Its transcript."));
-    assert_eq!(p.prompt_audio.as_deref(), Some(&b"RIFF...."[..]));
+    assert_eq!(
+        p.prompt_audio,
+        Some(crate::api::PromptAudio::Checked(bytes::Bytes::from_static(b"RIFF....")))
+    );
     assert_eq!((p.text.as_str(), p.speed, p.seed), ("Hello.", 1.5, 0));
     let p = speech("narrator", None)
         .into_parts(Some(voice(" ")), "p", None)

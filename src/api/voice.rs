@@ -2,8 +2,8 @@
 //! `/generate` validates a prompt (same decoding, WAV checks, transcript rule and codes) into a
 //! [`VoiceRegistration`]; and the rule for voice names.
 
+use super::checks::{check_text, decode_prompt_audio, json_error, MAX_AUX_TEXT_CHARS};
 use super::invalid::InvalidRequest;
-use super::request::{check_text, decode_prompt_audio, json_error, MAX_AUX_TEXT_CHARS};
 use super::{wav, RequestLimits};
 use bytes::Bytes;
 use serde::Deserialize;

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The system prompt CosyVoice3's own examples put in front of the marker.
-const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+const COSYVOICE3_SYSTEM_PROMPT: &str = crate::api::DEFAULT_SYSTEM_PROMPT;
 
 /// Builds the backend request. `generate_json` backends get the validated request
 /// re-serialized (never the client's raw bytes), so they see exactly what was checked and what

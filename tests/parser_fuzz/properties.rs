@@ -4,7 +4,7 @@
 
 use crate::strategies::{json_object, safe_text, valid_request};
 use crate::support::{b64, config, valid_wavs, LIMITS, README_CODES, STATUSES};
-use cosygate::api::request::{check_text, MAX_AUX_TEXT_CHARS, MAX_SPK_ID_CHARS};
+use cosygate::api::checks::{check_text, MAX_AUX_TEXT_CHARS, MAX_SPK_ID_CHARS};
 use cosygate::api::wav::parse_wav;
 use cosygate::api::{GenerateRequest, InvalidKind, Mode};
 use cosygate::gateway::ApiError;

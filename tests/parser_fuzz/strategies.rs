@@ -2,7 +2,7 @@
 //! text, padding, and valid requests with what the parser must make of them ([`ValidCase`]).
 
 use crate::support::{b64, valid_wavs, FIELDS};
-use cosygate::api::request::{MAX_AUX_TEXT_CHARS, MAX_SPK_ID_CHARS};
+use cosygate::api::checks::{MAX_AUX_TEXT_CHARS, MAX_SPK_ID_CHARS};
 use cosygate::api::{Mode, END_OF_PROMPT};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};

@@ -34,7 +34,7 @@ pub const OUTPUT_RATE: u32 = 24000;
 const ANSWER_SLACK: usize = 64 * 1024;
 
 /// The system prompt CosyVoice3's own examples put in front of the marker.
-const COSYVOICE3_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+const COSYVOICE3_SYSTEM_PROMPT: &str = crate::api::DEFAULT_SYSTEM_PROMPT;
 
 /// One request in Triton's terms, built once per request and reused for every attempt.
 #[derive(Debug, Clone)]
