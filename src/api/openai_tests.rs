@@ -145,7 +145,9 @@ fn a_registered_voice_gives_zero_shot_cross_lingual_or_instruct() {
     assert_eq!(p.prompt_text.as_deref(), Some("Its transcript."));
     assert_eq!(
         p.prompt_audio,
-        Some(crate::api::PromptAudio::Checked(bytes::Bytes::from_static(b"RIFF....")))
+        Some(crate::api::PromptAudio::Checked(bytes::Bytes::from_static(
+            b"RIFF...."
+        )))
     );
     assert_eq!((p.text.as_str(), p.speed, p.seed), ("Hello.", 1.5, 0));
     let p = speech("narrator", None)

@@ -10,6 +10,7 @@
 mod common;
 
 mod api;
+mod openai;
 mod shared;
 mod support;
 mod tenants;
