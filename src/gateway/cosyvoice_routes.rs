@@ -6,8 +6,7 @@
 //! are real statuses with our JSON error body (upstream answers many failures 200 and then
 //! cuts the stream, which its clients cannot tell from a short answer).
 
-use super::body;
-use super::synthesis::{Answering, AudioFormat, Validated, HEAVY_INPUT};
+use super::synthesis::{Answering, AudioFormat, Validated};
 use super::ApiError;
 use super::{Gateway, RequestCtx};
 use crate::api::cosyvoice_form::{self, FormEncoding, Route};
@@ -38,16 +37,7 @@ impl Gateway {
             .closing());
         }
         let caller = self.caller(session, ctx)?;
-        let pool_name = session
-            .req_header()
-            .headers
-            .get("X-Cosygate-Pool")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let may_use = caller.identity.as_deref().map(|id| move |p: &str| id.may_use(p));
-        let may_use = may_use.as_ref().map(|f| f as &dyn Fn(&str) -> bool);
-        let pool = self.pools.pool(pool_name.as_deref(), may_use)?.clone();
-        ctx.pool = pool.name.clone();
-        self.admission.authorize(&caller, &pool.name)?;
+        let pool = self.header_pool(session, ctx, &caller)?;
         ctx.budget = self.admission.take_token(&caller).await?;
         let content_type = session
             .req_header()
@@ -66,22 +56,13 @@ impl Gateway {
                 )
                 .closing()
             })?;
-        let (raw, held) = body::read_body(
-            session,
-            self.limits.max_body.as_usize(),
-            self.limits.body_timeout.0,
-            &self.bodies,
-        )
-        .await?;
-        ctx.bytes_in = raw.len() as u64;
         let limits = self.request_limits();
         let v3 = pool.conf.model == ModelFamily::Cosyvoice3;
-        let req = if raw.len() > HEAVY_INPUT {
-            self.off_thread(move || Ok(cosyvoice_form::parse(route, &encoding, raw, limits, v3)?))
-                .await?
-        } else {
-            cosyvoice_form::parse(route, &encoding, raw, limits, v3)?
-        };
+        let (req, held) = self
+            .read_parsed(session, ctx, move |raw| {
+                Ok(cosyvoice_form::parse(route, &encoding, raw, limits, v3)?)
+            })
+            .await?;
         let answering = Answering {
             format: AudioFormat::Pcm {
                 sample_rate: pool.conf.sample_rate,

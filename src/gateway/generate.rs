@@ -3,11 +3,10 @@
 //! (is still queued for a GPU slot) after the pool's `queue.async_after`, or that asked
 //! `Prefer: respond-async`, is answered `202 Accepted` and becomes a job that keeps its place.
 
-use super::body;
-use super::synthesis::{Answering, AudioFormat, Validated, HEAVY_INPUT};
+use super::intake::require_json;
+use super::synthesis::{Answering, AudioFormat, Validated};
 use super::ApiError;
 use super::{Gateway, RequestCtx};
-use crate::admission::Caller;
 use crate::api::{GenerateRequest, RequestLimits};
 use crate::jobs::{status_of, JobStatus, Phase, Progress};
 use parking_lot::Mutex;
@@ -15,68 +14,18 @@ use pingora::proxy::Session;
 use std::sync::Arc;
 
 impl Gateway {
-    /// Identifies the caller from the connection and the headers (401 on a bad token).
-    pub(super) fn caller(&self, session: &Session, ctx: &mut RequestCtx) -> Result<Caller, ApiError> {
-        // Never guessed: a request we cannot attribute is refused (the connection guard
-        // already closes such connections; this is the second lock).
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-            .ok_or_else(|| {
-                ApiError::new(
-                    403,
-                    "no_client_address",
-                    "the gateway cannot tell this connection's address; connect over TCP",
-                )
-                .closing()
-            })?;
-        let caller = self.admission.identify(peer, &session.req_header().headers)?;
-        ctx.client = Some(caller.ip);
-        if let Some(id) = &caller.identity {
-            // A configured name, never a client's: the label set stays bounded.
-            ctx.tenant = id.tenant.clone().unwrap_or_else(|| id.name.clone());
-        }
-        Ok(caller)
-    }
-
     /// `POST /generate`.
     pub(super) async fn generate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
         let caller = self.caller(session, ctx)?;
-        let pool_name = session
-            .req_header()
-            .headers
-            .get("X-Cosygate-Pool")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let may_use = caller.identity.as_deref().map(|id| move |p: &str| id.may_use(p));
-        let may_use = may_use.as_ref().map(|f| f as &dyn Fn(&str) -> bool);
-        let pool = self.pools.pool(pool_name.as_deref(), may_use)?.clone();
-        ctx.pool = pool.name.clone();
-        self.admission.authorize(&caller, &pool.name)?;
+        let pool = self.header_pool(session, ctx, &caller)?;
         ctx.budget = self.admission.take_token(&caller).await?;
-        if !header_is_json(session) {
-            return Err(ApiError::new(
-                415,
-                "unsupported_media_type",
-                "send the request as JSON with Content-Type: application/json",
-            )
-            .closing());
-        }
-        let (raw, held) = body::read_body(
-            session,
-            self.limits.max_body.as_usize(),
-            self.limits.body_timeout.0,
-            &self.bodies,
-        )
-        .await?;
-        ctx.bytes_in = raw.len() as u64;
+        require_json(session, "the request")?;
         let limits = self.request_limits();
-        let req = if raw.len() > HEAVY_INPUT {
-            self.off_thread(move || Ok(GenerateRequest::parse_body(&raw, limits)?))
-                .await?
-        } else {
-            GenerateRequest::parse_body(&raw, limits)?
-        };
+        let (req, held) = self
+            .read_parsed(session, ctx, move |raw| {
+                Ok(GenerateRequest::parse_body(&raw, limits)?)
+            })
+            .await?;
         let req = self.resolve_voice(&caller, req).await?;
         // A stream answers as the audio comes; it never becomes a job (`Prefer: respond-async`
         // is a preference, RFC 7240, and is not honoured for streams).
@@ -154,16 +103,4 @@ impl Gateway {
         headers.extend(ctx.budget.iter().cloned());
         self.write_json(session, ctx, status, &headers, body).await;
     }
-}
-
-/// Whether the request's Content-Type is JSON (`application/json`, any parameters).
-pub(super) fn header_is_json(session: &Session) -> bool {
-    session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| {
-            let essence = ct.as_bytes().split(|b| *b == b';').next().unwrap_or_default();
-            essence.trim_ascii().eq_ignore_ascii_case(b"application/json")
-        })
 }

@@ -15,6 +15,7 @@ mod conn_guard;
 mod cosyvoice_routes;
 mod errors;
 mod generate;
+mod intake;
 mod openai;
 mod respond;
 mod stream;

@@ -5,9 +5,8 @@
 //! the shared path (`synthesis.rs`), with the same admission, cache, queue and limits as
 //! `/generate`.
 
-use super::body;
-use super::generate::header_is_json;
-use super::synthesis::{Answering, AudioFormat, Validated, HEAVY_INPUT};
+use super::intake::require_json;
+use super::synthesis::{Answering, AudioFormat, Validated};
 use super::{method_not_allowed, ApiError, ErrorShape};
 use super::{Gateway, RequestCtx};
 use crate::admission::Caller;
@@ -56,29 +55,11 @@ impl Gateway {
     async fn speech(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
         let caller = self.caller(session, ctx)?;
         ctx.budget = self.admission.take_token(&caller).await?;
-        if !header_is_json(session) {
-            return Err(ApiError::new(
-                415,
-                "unsupported_media_type",
-                "send the request as JSON with Content-Type: application/json",
-            )
-            .closing());
-        }
-        let (raw, held) = body::read_body(
-            session,
-            self.limits.max_body.as_usize(),
-            self.limits.body_timeout.0,
-            &self.bodies,
-        )
-        .await?;
-        ctx.bytes_in = raw.len() as u64;
+        require_json(session, "the request")?;
         let limits = self.request_limits();
-        let speech = if raw.len() > HEAVY_INPUT {
-            self.off_thread(move || Ok(OpenAiSpeech::parse(&raw, limits)?))
-                .await?
-        } else {
-            OpenAiSpeech::parse(&raw, limits)?
-        };
+        let (speech, held) = self
+            .read_parsed(session, ctx, move |raw| Ok(OpenAiSpeech::parse(&raw, limits)?))
+            .await?;
         let pool = self.model_pool(&caller, &speech.model)?;
         ctx.pool = pool.name.clone();
         self.admission.authorize(&caller, &pool.name)?;

@@ -4,8 +4,6 @@
 //! voice is answered as if it did not exist. Without a `voices` section every route answers
 //! 404 `voices_disabled`.
 
-use super::body;
-use super::synthesis::HEAVY_INPUT;
 use super::ApiError;
 use super::{Gateway, RequestCtx};
 use crate::admission::Caller;
@@ -119,29 +117,13 @@ impl Gateway {
     async fn register_voice(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
         let caller = self.voice_caller(session, ctx)?;
         ctx.budget = self.admission.take_token(&caller).await?;
-        if !super::generate::header_is_json(session) {
-            return Err(ApiError::new(
-                415,
-                "unsupported_media_type",
-                "send the voice as JSON with Content-Type: application/json",
-            )
-            .closing());
-        }
-        let (raw, _held) = body::read_body(
-            session,
-            self.limits.max_body.as_usize(),
-            self.limits.body_timeout.0,
-            &self.bodies,
-        )
-        .await?;
-        ctx.bytes_in = raw.len() as u64;
+        super::intake::require_json(session, "the voice")?;
         let limits = self.request_limits();
-        let reg = if raw.len() > HEAVY_INPUT {
-            self.off_thread(move || Ok(VoiceRegistration::parse(&raw, limits)?))
-                .await?
-        } else {
-            VoiceRegistration::parse(&raw, limits)?
-        };
+        let (reg, _held) = self
+            .read_parsed(session, ctx, move |raw| {
+                Ok(VoiceRegistration::parse(&raw, limits)?)
+            })
+            .await?;
         let (voice, created) = self.voices.register(&caller.cache_scope(), reg).await?;
         let status = if created { 201 } else { 200 };
         let mut headers = vec![
