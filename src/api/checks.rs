@@ -141,16 +141,21 @@ pub fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, In
 
 /// Decodes standard base64 (padding required). Line breaks from MIME-style wrapping are
 /// ignored; any other whitespace or alphabet is refused.
-pub(super) fn decode_base64(b64: &str) -> Result<Vec<u8>, InvalidRequest> {
-    let compact: String = b64.chars().filter(|c| *c != '\n' && *c != '\r').collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .map_err(|e| {
-            InvalidRequest::malformed(
-                "invalid_base64",
-                format!("`prompt_audio` is not standard base64 with padding: {e}"),
-            )
-        })
+pub fn decode_base64(b64: &str) -> Result<Vec<u8>, InvalidRequest> {
+    let raw = b64.as_bytes();
+    let line_break = |b: &u8| *b == b'\n' || *b == b'\r';
+    let decoded = if raw.iter().any(line_break) {
+        let compact: Vec<u8> = raw.iter().copied().filter(|b| !line_break(b)).collect();
+        base64::engine::general_purpose::STANDARD.decode(compact)
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(raw)
+    };
+    decoded.map_err(|e| {
+        InvalidRequest::malformed(
+            "invalid_base64",
+            format!("`prompt_audio` is not standard base64 with padding: {e}"),
+        )
+    })
 }
 
 /// Checks that prompt audio (the field `field`) is a readable WAV within the limits.

@@ -1,7 +1,7 @@
 //! `POST /generate`: the JSON body, parsed strictly and checked against the limits into a
 //! [`GenerateRequest`] that every later stage can trust, or an [`InvalidRequest`] saying what is wrong.
 
-use super::checks::{json_error, trimmed};
+use super::checks::{decode_base64, json_error, trimmed};
 use super::invalid::InvalidRequest;
 use super::parts::{FieldNames, Parts, PromptAudio};
 use base64::Engine;
@@ -58,12 +58,14 @@ pub struct GenerateRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRequest {
+struct RawRequest<'a> {
     text: String,
     #[serde(default)]
     mode: Option<String>,
-    #[serde(default)]
-    prompt_audio: Option<String>,
+    /// Borrowed from the body when it has no JSON escapes (base64 has none, unless an encoder
+    /// wrote `\/`): the largest field is not copied before it is decoded.
+    #[serde(default, borrow)]
+    prompt_audio: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     prompt_text: Option<String>,
     #[serde(default)]
@@ -127,7 +129,7 @@ impl GenerateRequest {
                 "the body must be a JSON object: {\"text\": ...}",
             ));
         }
-        let raw: RawRequest = serde_json::from_slice(body).map_err(|e| json_error(e, "/generate"))?;
+        let raw: RawRequest<'_> = serde_json::from_slice(body).map_err(|e| json_error(e, "/generate"))?;
         let mode = match raw.mode.as_deref() {
             None => Mode::ZeroShot,
             Some("zero_shot") => Mode::ZeroShot,
@@ -152,7 +154,11 @@ impl GenerateRequest {
         };
         let prompt_audio = match (&voice_id, raw.prompt_audio) {
             (Some(_), _) => Some(PromptAudio::Pending),
-            (None, b64) => b64.map(PromptAudio::Base64),
+            // Decoded here, from the borrowed text; checked as a WAV by `from_parts`.
+            (None, Some(b64)) if mode.needs_prompt_audio() => {
+                Some(PromptAudio::Wav(Bytes::from(decode_base64(&b64)?)))
+            }
+            (None, _) => None,
         };
         let req = Self::from_parts(
             Parts {
@@ -215,5 +221,39 @@ impl GenerateRequest {
         let mut map = body.as_object().cloned().unwrap_or_default();
         map.retain(|_, v| !v.is_null());
         serde_json::to_vec(&map).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const LIMITS: RequestLimits = RequestLimits {
+        max_text_chars: 200,
+        max_prompt_seconds: 30.0,
+    };
+
+    #[test]
+    fn prompt_audio_reads_the_same_borrowed_escaped_or_wrapped() {
+        // Samples whose base64 holds '/' (0xFF bytes), which some JSON encoders escape as "\/".
+        let wav = crate::api::wav::pcm16_to_wav(&[0xFF; 32000], 16000).expect("wav");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&wav);
+        assert!(b64.contains('/'));
+        let body =
+            |audio: &str| format!(r#"{{"text":"Hi.","prompt_text":"A prompt.","prompt_audio":"{audio}"}}"#);
+        let plain = GenerateRequest::parse(body(&b64).as_bytes(), LIMITS).expect("plain");
+        let escaped =
+            GenerateRequest::parse(body(&b64.replace('/', "\\/")).as_bytes(), LIMITS).expect("escaped");
+        let wrapped: String = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\\r\\n");
+        let wrapped = GenerateRequest::parse(body(&wrapped).as_bytes(), LIMITS).expect("wrapped");
+        for req in [&plain, &escaped, &wrapped] {
+            assert_eq!(req.prompt_audio.as_deref(), Some(&wav[..]));
+        }
     }
 }

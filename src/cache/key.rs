@@ -16,6 +16,38 @@ use sha2::{Digest, Sha256};
 /// Computes the key of `req` for `pool` (its name and `model_version`), within `tenant` when
 /// the cache is shared per tenant.
 pub fn cache_key(tenant: Option<&str>, pool: &str, model_version: &str, req: &GenerateRequest) -> CacheKey {
+    key_with_prompt(tenant, pool, model_version, req, &prompt_sha256(req))
+}
+
+/// The hex sha256 of the request's prompt audio (empty without one): hashed once per request,
+/// for its key and its description.
+pub fn prompt_sha256(req: &GenerateRequest) -> String {
+    req.prompt_audio
+        .as_ref()
+        .map(|a| hex::encode(Sha256::digest(a)))
+        .unwrap_or_default()
+}
+
+/// The key and the description of `req`, hashing its prompt audio once.
+pub fn key_and_description(
+    tenant: Option<&str>,
+    pool: &str,
+    model_version: &str,
+    req: &GenerateRequest,
+) -> (CacheKey, serde_json::Value) {
+    let prompt = prompt_sha256(req);
+    let key = key_with_prompt(tenant, pool, model_version, req, &prompt);
+    (key, describe_with_prompt(pool, req, &prompt))
+}
+
+/// [`cache_key`] with the prompt's hex sha256 computed already.
+fn key_with_prompt(
+    tenant: Option<&str>,
+    pool: &str,
+    model_version: &str,
+    req: &GenerateRequest,
+    prompt: &str,
+) -> CacheKey {
     let mut h = Sha256::new();
     h.update(b"cosygate-cache-v1");
     let mut field = |name: &str, value: &[u8]| {
@@ -25,11 +57,6 @@ pub fn cache_key(tenant: Option<&str>, pool: &str, model_version: &str, req: &Ge
         h.update([0]);
         h.update(value);
     };
-    let prompt = req
-        .prompt_audio
-        .as_ref()
-        .map(|a| hex::encode(Sha256::digest(a)))
-        .unwrap_or_default();
     field("tenant", tenant.unwrap_or("").as_bytes());
     field("pool", pool.as_bytes());
     field("model_version", model_version.as_bytes());
@@ -49,11 +76,15 @@ pub fn cache_key(tenant: Option<&str>, pool: &str, model_version: &str, req: &Ge
 
 /// The request's parameters as stored beside a disk entry (for operators; never the audio).
 pub fn describe(pool: &str, req: &GenerateRequest) -> serde_json::Value {
+    describe_with_prompt(pool, req, &prompt_sha256(req))
+}
+
+fn describe_with_prompt(pool: &str, req: &GenerateRequest, prompt: &str) -> serde_json::Value {
     serde_json::json!({
         "pool": pool,
         "mode": req.mode.as_str(),
         "text": req.text,
-        "prompt_audio_sha256": req.prompt_audio.as_ref().map(|a| hex::encode(Sha256::digest(a))),
+        "prompt_audio_sha256": (!prompt.is_empty()).then_some(prompt),
         "prompt_text": req.prompt_text,
         "instruct_text": req.instruct_text,
         "spk_id": req.spk_id,

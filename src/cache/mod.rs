@@ -96,13 +96,19 @@ impl Cache {
     }
 
     /// The key of `req` for this pool, within the caller's `scope` (see `Caller::cache_scope`)
-    /// when `share: tenant`.
-    pub fn key(&self, scope: &str, pool: &str, model_version: &str, req: &GenerateRequest) -> CacheKey {
+    /// when `share: tenant`, and its description for the disk tier (the prompt hashed once).
+    pub fn key(
+        &self,
+        scope: &str,
+        pool: &str,
+        model_version: &str,
+        req: &GenerateRequest,
+    ) -> (CacheKey, serde_json::Value) {
         let scope = match self.share {
             CacheShare::Global => None,
             CacheShare::Tenant => Some(scope),
         };
-        key::cache_key(scope, pool, model_version, req)
+        key::key_and_description(scope, pool, model_version, req)
     }
 
     /// Looks the key up tier by tier, promoting a lower-tier hit to the tiers above (a Redis

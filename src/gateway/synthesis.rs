@@ -116,10 +116,7 @@ impl Gateway {
         let heavy = req_is_heavy(&req);
         let work = move || {
             let prepared = pools.prepare(&pool, &req)?;
-            let key = cache.map(|c| {
-                let key = c.key(&scope, &pool.name, &pool.conf.model_version, &req);
-                (key, crate::cache::key::describe(&pool.name, &req))
-            });
+            let key = cache.map(|c| c.key(&scope, &pool.name, &pool.conf.model_version, &req));
             Ok((req, prepared, key))
         };
         if heavy {

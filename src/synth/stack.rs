@@ -12,7 +12,7 @@
 use super::{Listen, LiveAudio, Report, Source, SynthError, Synthesized, Tap};
 use crate::api::GenerateRequest;
 use crate::backend::{PoolSet, Prepared};
-use crate::cache::{self, Cache, CacheKey};
+use crate::cache::{Cache, CacheKey};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -86,8 +86,7 @@ impl Synthesizer {
         };
         let (key, params) = cache_key.unwrap_or_else(|| {
             let pool = &prepared.pool;
-            let key = cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req);
-            (key, cache::key::describe(&pool.name, &req))
+            cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req)
         });
         drop(req);
         let fill = move |live| backends(pools, prepared, client, request_id, progress, live);

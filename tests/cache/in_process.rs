@@ -52,7 +52,7 @@ async fn purge_removes_an_entry_from_every_tier() {
         },
     )
     .expect("a valid request");
-    let key = cache.key("anonymous:", "cosyvoice", "", &req);
+    let (key, _) = cache.key("anonymous:", "cosyvoice", "", &req);
     let other = CacheKey([0x5a; 32]);
     let (e1, e2) = (entry(3), entry(5));
     cache.store(&key, &e1, &json!({"text": "purge me"})).await;

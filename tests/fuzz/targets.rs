@@ -77,6 +77,9 @@ pub fn wav(bytes: &[u8]) {
             "{info:?} claims {data} bytes in {}",
             bytes.len()
         );
+        // parse_wav checks sizes, not samples: every sample of what it accepts must read.
+        let (mono, _) = cosygate::api::wav::mono_f32(bytes).expect("every sample of an accepted WAV reads");
+        assert_eq!(mono.len(), info.frames as usize, "{info:?}");
     }
     let pcm = &bytes[..bytes.len() & !1];
     let wav = pcm16_to_wav(pcm, 24000).expect("PCM becomes a WAV");

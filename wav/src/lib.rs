@@ -88,8 +88,10 @@ pub fn header_info(bytes: &[u8]) -> Result<WavInfo, WavError> {
     })
 }
 
-/// Parses and fully checks a WAV file: the RIFF size matches the byte count, the data chunk
-/// fits, the format is PCM (integer or 32-bit float), and every sample can be read.
+/// Parses and checks a WAV file: the RIFF size matches the byte count, the format is PCM
+/// (integer or 32-bit float) as hound reads it, and the data chunk lies whole inside the file
+/// and holds whole sample frames. O(header): every sample of a data chunk of the right size is
+/// readable (any bit pattern is a valid PCM sample), so the samples are not decoded.
 pub fn parse_wav(bytes: &[u8]) -> Result<WavInfo, WavError> {
     if bytes.len() < WAV_HEADER_LEN || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err(WavError("not a RIFF/WAVE file".into()));
@@ -105,34 +107,40 @@ pub fn parse_wav(bytes: &[u8]) -> Result<WavInfo, WavError> {
     let reader =
         hound::WavReader::new(Cursor::new(bytes)).map_err(|e| WavError(format!("invalid WAV: {e}")))?;
     let spec = reader.spec();
-    let info = WavInfo {
+    let (start, declared) = data_chunk(bytes).ok_or_else(|| WavError("no data chunk".into()))?;
+    let available = bytes.len() - start;
+    if declared > available {
+        return Err(WavError(format!(
+            "data chunk claims {declared} bytes, the file has {available} after its header"
+        )));
+    }
+    let frame = usize::from(spec.bits_per_sample.div_ceil(8)) * usize::from(spec.channels.max(1));
+    if !declared.is_multiple_of(frame) {
+        return Err(WavError(format!(
+            "data chunk of {declared} bytes ends inside a sample frame of {frame} bytes"
+        )));
+    }
+    Ok(WavInfo {
         sample_rate: spec.sample_rate,
         channels: spec.channels,
         bits_per_sample: spec.bits_per_sample,
         frames: reader.duration(),
-    };
-    let data_bytes = reader.len() as usize * usize::from(spec.bits_per_sample.div_ceil(8));
-    if data_bytes + WAV_HEADER_LEN > bytes.len() + 8 {
-        return Err(WavError(format!(
-            "data chunk claims {data_bytes} bytes, the file is only {} bytes",
-            bytes.len()
-        )));
+    })
+}
+
+/// The data chunk's start and declared length (not clamped to the file).
+fn data_chunk(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut at = 12usize;
+    while at.checked_add(8)? <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().ok()?) as usize;
+        let body = at + 8;
+        if id == b"data" {
+            return Some((body, len));
+        }
+        at = body.checked_add(len)?.checked_add(len % 2)?;
     }
-    let readable = match spec.sample_format {
-        hound::SampleFormat::Int => reader
-            .into_samples::<i32>()
-            .try_fold(0usize, |n, s| s.map(|_| n + 1)),
-        hound::SampleFormat::Float => reader
-            .into_samples::<f32>()
-            .try_fold(0usize, |n, s| s.map(|_| n + 1)),
-    };
-    match readable {
-        Ok(n) if n * usize::from(spec.bits_per_sample.div_ceil(8)) == data_bytes => Ok(info),
-        Ok(n) => Err(WavError(format!(
-            "data chunk holds {n} samples, fewer than its header says"
-        ))),
-        Err(e) => Err(WavError(format!("WAV data is damaged: {e}"))),
-    }
+    None
 }
 
 /// The 44-byte header of a 16-bit PCM WAV at `sample_rate` with `channels`. With
@@ -191,19 +199,10 @@ pub fn mono_f32(bytes: &[u8]) -> Result<(Vec<f32>, u32), WavError> {
 }
 
 /// Where a WAV's sample data starts and how long it is, from its chunks (`fmt ` may be followed
-/// by others, such as `LIST`). For a WAV already checked.
+/// by others, such as `LIST`), clamped to the file. For a WAV already checked.
 pub fn data_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
-    let mut at = 12usize;
-    while at.checked_add(8)? <= bytes.len() {
-        let id = &bytes[at..at + 4];
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().ok()?) as usize;
-        let body = at + 8;
-        if id == b"data" {
-            return Some(body..body.checked_add(len)?.min(bytes.len()));
-        }
-        at = body.checked_add(len)?.checked_add(len % 2)?;
-    }
-    None
+    let (start, len) = data_chunk(bytes)?;
+    Some(start..start.checked_add(len)?.min(bytes.len()))
 }
 
 /// A WAV as raw signed 16-bit little-endian mono PCM at `sample_rate`: a 16-bit mono WAV at
@@ -251,6 +250,32 @@ mod tests {
         lying[4..8].copy_from_slice(&riff.to_le_bytes());
         assert!(parse_wav(&lying).is_err(), "lying data size");
         assert!(parse_wav(b"RIFF....WAVEfmt nothing at all here, really, no").is_err());
+        let mut torn = pcm16_to_wav(&[0u8; 200], 16000).expect("wav");
+        torn[40..44].copy_from_slice(&199u32.to_le_bytes()); // ends inside a sample
+        torn.truncate(44 + 199);
+        let riff = (torn.len() - 8) as u32;
+        torn[4..8].copy_from_slice(&riff.to_le_bytes());
+        assert!(
+            parse_wav(&torn).is_err(),
+            "a data chunk that ends inside a sample"
+        );
+        let stereo24 = {
+            let spec = hound::WavSpec {
+                channels: 2,
+                sample_rate: 48000,
+                bits_per_sample: 24,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut out = Cursor::new(Vec::new());
+            let mut w = hound::WavWriter::new(&mut out, spec).expect("writer");
+            for i in 0..960 {
+                w.write_sample(i * 1000).expect("sample");
+            }
+            w.finalize().expect("finalize");
+            out.into_inner()
+        };
+        let info = parse_wav(&stereo24).expect("24-bit stereo is fine");
+        assert_eq!((info.channels, info.bits_per_sample, info.frames), (2, 24, 480));
     }
 
     #[test]
