@@ -144,7 +144,7 @@ pub fn decode_prompt_audio(b64: &str, limits: RequestLimits) -> Result<Bytes, In
 pub fn decode_base64(b64: &str) -> Result<Vec<u8>, InvalidRequest> {
     let raw = b64.as_bytes();
     let line_break = |b: &u8| *b == b'\n' || *b == b'\r';
-    let decoded = if raw.iter().any(line_break) {
+    let decoded = if memchr::memchr2(b'\n', b'\r', raw).is_some() {
         let compact: Vec<u8> = raw.iter().copied().filter(|b| !line_break(b)).collect();
         base64::engine::general_purpose::STANDARD.decode(compact)
     } else {
