@@ -45,14 +45,54 @@ pub struct UnknownPool {
     pub message: String,
 }
 
-/// A request ready for a pool: its backend request, and its text for the fallback voice.
+/// A request accepted for a pool: checked against what the pool's backends can do, with its
+/// text for the fallback voice. The backend's form of it (an HTTP request, or Triton's
+/// tensors) is built on the first attempt, so a cache hit never builds it (for a prompt, a
+/// copy into a multipart form, a second base64 encoding, or a resampling).
 #[derive(Clone)]
 pub struct Prepared {
     pub pool: Arc<BackendPool>,
-    pub upstream: UpstreamRequest,
     pub text: String,
-    /// `protocol: triton` pools: the request in Triton's terms (then `upstream` is unused).
-    pub triton: Option<Arc<triton::TritonCall>>,
+    request: Arc<GenerateRequest>,
+    built: Arc<tokio::sync::OnceCell<Result<Built, Refusal>>>,
+}
+
+/// A request in its backends' terms.
+#[derive(Debug)]
+pub enum Built {
+    Http(UpstreamRequest),
+    /// `protocol: triton` pools.
+    Triton(triton::TritonCall),
+}
+
+impl Prepared {
+    /// The request in its backends' terms, built once (off the worker threads when its prompt
+    /// is large); shared by every attempt.
+    pub async fn built(&self) -> &Result<Built, Refusal> {
+        self.built
+            .get_or_init(|| async {
+                let (pool, req) = (self.pool.clone(), self.request.clone());
+                let build = move || build(&pool.conf, &req);
+                if self.request.prompt_audio.as_ref().is_some_and(|a| a.len() > HEAVY_PROMPT) {
+                    tokio::task::spawn_blocking(build)
+                        .await
+                        .unwrap_or_else(|e| Err(Refusal::new("internal", format!("building the request failed: {e}"))))
+                } else {
+                    build()
+                }
+            })
+            .await
+    }
+}
+
+/// Prompts larger than this are put in their backends' terms on the blocking pool.
+const HEAVY_PROMPT: usize = 1024 * 1024;
+
+fn build(conf: &crate::config::PoolConf, req: &GenerateRequest) -> Result<Built, Refusal> {
+    match conf.protocol {
+        crate::config::Protocol::Triton => Ok(Built::Triton(triton::build(conf, req)?)),
+        _ => Ok(Built::Http(protocol::build(conf, req)?)),
+    }
 }
 
 /// Every pool, the default one, and the shared connection pool to the backends.
@@ -136,19 +176,17 @@ impl PoolSet {
         self.fallback.is_some()
     }
 
-    /// Translates a validated request into `pool`'s protocol, or refuses what the pool's
-    /// backends cannot do (before any cache or backend work; see [`precheck`]). Runs once per
-    /// request, on the worker thread or the blocking pool; pure.
+    /// Accepts a validated request for `pool`, or refuses what the pool's backends cannot do
+    /// (before any cache or backend work; see [`precheck`] and `protocol::check`). Runs once per
+    /// request; cheap: the backend's form of the request is built on the first attempt.
     pub fn prepare(&self, pool: &Arc<BackendPool>, req: &GenerateRequest) -> Result<Prepared, Refusal> {
         precheck::check(&pool.name, &pool.conf, req)?;
+        protocol::check(&pool.conf, req)?;
         Ok(Prepared {
             pool: pool.clone(),
-            upstream: protocol::build(&pool.conf, req)?,
             text: req.text.clone(),
-            triton: match pool.conf.protocol {
-                crate::config::Protocol::Triton => Some(Arc::new(triton::build(&pool.conf, req)?)),
-                _ => None,
-            },
+            request: Arc::new(req.clone()),
+            built: Arc::default(),
         })
     }
 }

@@ -31,7 +31,10 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<UpstreamRequest, 
             content_type: "application/json".into(),
             body: Bytes::from(req.to_json()),
         }),
-        Protocol::CosyvoiceFastapi => build_fastapi(pool.model, req),
+        Protocol::CosyvoiceFastapi => {
+            check(pool, req)?;
+            Ok(build_fastapi(pool.model, req))
+        }
         // Sent by `backend::triton` from `Prepared::triton`; nothing to build here.
         Protocol::Triton => Ok(UpstreamRequest::default()),
         Protocol::Gradio => Ok(build_gradio(pool, req)),
@@ -118,13 +121,20 @@ fn build_gradio(pool: &PoolConf, req: &GenerateRequest) -> UpstreamRequest {
     )
 }
 
-fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRequest, Refusal> {
-    if req.speed != 1.0 {
-        return Err(Refusal::new(
+/// What a pool's protocol refuses, decided from the request alone and cheaply, before the cache
+/// (the request is built for the backend only on a miss: [`build`]).
+pub fn check(pool: &PoolConf, req: &GenerateRequest) -> Result<(), Refusal> {
+    match pool.protocol {
+        Protocol::CosyvoiceFastapi if req.speed != 1.0 => Err(Refusal::new(
             "unsupported_parameter",
             "`speed` other than 1.0 is not supported by this pool's backends (CosyVoice's FastAPI server has no speed control)",
-        ));
+        )),
+        Protocol::Triton => super::triton::check(req),
+        _ => Ok(()),
     }
+}
+
+fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> UpstreamRequest {
     let v3 = model == ModelFamily::Cosyvoice3;
     let mut form = Form::new();
     let path = match req.mode {
@@ -157,11 +167,11 @@ fn build_fastapi(model: ModelFamily, req: &GenerateRequest) -> Result<UpstreamRe
         form.file("prompt_wav", "prompt.wav", "audio/wav", audio);
     }
     let (content_type, body) = form.finish();
-    Ok(UpstreamRequest {
+    UpstreamRequest {
         path,
         content_type,
         body,
-    })
+    }
 }
 
 /// CosyVoice3 needs `<|endofprompt|>`: a text without it gets the model's usual system prompt

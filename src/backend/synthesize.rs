@@ -16,7 +16,7 @@
 //!   open breakers by exhausting the retry budget.
 
 use super::attempt::AttemptError;
-use super::{protocol, triton, BackendPool, PoolSet, Prepared, Synthesis};
+use super::{protocol, triton, BackendPool, Built, PoolSet, Prepared, Synthesis};
 use crate::metrics;
 use crate::schedule::QueueError;
 use crate::synth::{LiveAudio, Report, SynthError};
@@ -263,19 +263,32 @@ impl PoolSet {
         limit: Duration,
         live: Option<&'a LiveAudio>,
     ) -> triton::Boxed<'a, Result<Bytes, AttemptError>> {
-        let conf = &prepared.pool.conf;
-        match &prepared.triton {
-            Some(call) => triton::attempt(&self.connector, addr, call, conf, request_id, limit),
-            None => Box::pin(protocol::run(
-                &self.connector,
-                conf,
-                addr,
-                &prepared.upstream,
-                request_id,
-                limit,
-                live,
-            )),
-        }
+        Box::pin(async move {
+            let conf = &prepared.pool.conf;
+            match prepared.built().await {
+                Ok(Built::Triton(call)) => {
+                    triton::attempt(&self.connector, addr, call, conf, request_id, limit).await
+                }
+                Ok(Built::Http(upstream)) => {
+                    Box::pin(protocol::run(
+                        &self.connector,
+                        conf,
+                        addr,
+                        upstream,
+                        request_id,
+                        limit,
+                        live,
+                    ))
+                    .await
+                }
+                // Checked in `prepare`; the build repeats the checks, so this is a request the
+                // backends' protocol cannot carry after all: the request's fault, not retried.
+                Err(refusal) => Err(AttemptError::Rejected {
+                    status: 422,
+                    detail: refusal.to_string(),
+                }),
+            }
+        })
     }
 }
 

@@ -53,12 +53,7 @@ pub struct TritonCall {
 /// Translates a validated request. `sft` is refused earlier ([`super::precheck`]); a mode
 /// without prompt audio, or `speed` other than 1, cannot be expressed and is refused here.
 pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<TritonCall, Refusal> {
-    if req.speed != 1.0 {
-        return Err(Refusal::new(
-            "unsupported_parameter",
-            "`speed` other than 1.0 is not supported by this pool's backends (CosyVoice's Triton model has no speed input)",
-        ));
-    }
+    check(req)?;
     let v3 = pool.model == ModelFamily::Cosyvoice3;
     let (reference_text, target_text) = match req.mode {
         Mode::ZeroShot => (
@@ -76,12 +71,7 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<TritonCall, Refus
         ),
         Mode::Sft => return Err(sft_refusal("this pool")),
     };
-    let audio = req.prompt_audio.as_deref().ok_or_else(|| {
-        Refusal::new(
-            "missing_prompt_audio",
-            "this pool's backends (Triton) clone a voice from `prompt_audio`: send a prompt WAV",
-        )
-    })?;
+    let audio = req.prompt_audio.as_deref().unwrap_or_default();
     let reference_wav = prompt_samples(audio)?;
     let mut call = TritonCall {
         model: pool.model_name.clone(),
@@ -98,6 +88,36 @@ pub fn build(pool: &PoolConf, req: &GenerateRequest) -> Result<TritonCall, Refus
         call.http_json_len = json_len;
     }
     Ok(call)
+}
+
+/// What a Triton pool refuses, decided from the request alone and cheaply (the prompt's header,
+/// not its samples), before the cache: `speed`, `sft`, no prompt, a prompt under 16 kHz.
+pub fn check(req: &GenerateRequest) -> Result<(), Refusal> {
+    if req.speed != 1.0 {
+        return Err(Refusal::new(
+            "unsupported_parameter",
+            "`speed` other than 1.0 is not supported by this pool's backends (CosyVoice's Triton model has no speed input)",
+        ));
+    }
+    if req.mode == Mode::Sft {
+        return Err(sft_refusal("this pool"));
+    }
+    let audio = req.prompt_audio.as_deref().ok_or_else(|| {
+        Refusal::new(
+            "missing_prompt_audio",
+            "this pool's backends (Triton) clone a voice from `prompt_audio`: send a prompt WAV",
+        )
+    })?;
+    let rate = wav::header_info(audio)
+        .map_err(|e| Refusal::new("invalid_prompt_audio", format!("prompt audio cannot be read: {e}")))?
+        .sample_rate;
+    if rate < INPUT_RATE {
+        return Err(Refusal::new(
+            "prompt_sample_rate",
+            format!("prompt audio is {rate} Hz; CosyVoice needs at least {INPUT_RATE} Hz"),
+        ));
+    }
+    Ok(())
 }
 
 /// The 422 for `sft` on a Triton pool.
