@@ -169,6 +169,7 @@ impl GenerateRequest {
             seed: parts.seed,
             speed,
             stream: parts.stream,
+            prompt_sha256: None,
         })
     }
 }

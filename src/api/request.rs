@@ -54,6 +54,9 @@ pub struct GenerateRequest {
     /// Send the audio as it is produced (`"stream": true`). How the answer is delivered, not
     /// what it is: not part of the cache key.
     pub stream: bool,
+    /// The hex sha256 of `prompt_audio` when it is known already (a registered voice's id,
+    /// checked by the voice store), so the cache key does not hash the sample again.
+    pub(crate) prompt_sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,12 +96,14 @@ pub struct GenerateBody {
 }
 
 impl GenerateBody {
-    /// Fills the prompt from a registered voice: its sample, and for zero_shot its transcript
+    /// Fills the prompt from a registered voice (`id`: the sha256 of its sample, as the voice
+    /// store checked it): its sample, and for zero_shot its transcript
     /// (the modes that take no transcript get none, so the cache key equals that of the same
     /// request sent with `prompt_audio`).
-    pub fn with_voice(self, prompt_audio: Bytes, prompt_text: &str) -> GenerateRequest {
+    pub fn with_voice(self, id: &str, prompt_audio: Bytes, prompt_text: &str) -> GenerateRequest {
         let mut req = self.req;
         req.prompt_audio = Some(prompt_audio);
+        req.prompt_sha256 = Some(id.to_string());
         if req.mode == Mode::ZeroShot {
             req.prompt_text = Some(prompt_text.to_string());
         }

@@ -189,14 +189,14 @@ mod tests {
         assert_eq!(parsed.voice_id.as_deref(), Some("anna"));
         assert!(parsed.req.prompt_audio.is_none());
         let audio = Bytes::from(wav_bytes(16000, 1.0));
-        let req = parsed.clone().with_voice(audio.clone(), "Transcript.");
+        let req = parsed.clone().with_voice(&hex::encode(sha2::Sha256::digest(&audio)), audio.clone(), "Transcript.");
         assert_eq!(req.prompt_audio, Some(audio.clone()));
         assert_eq!(req.prompt_text.as_deref(), Some("Transcript."));
         // cross_lingual takes no transcript: the voice gives only its sample.
         let cross =
             GenerateRequest::parse_body(br#"{"text":"Hi.","mode":"cross_lingual","voice_id":"a"}"#, LIMITS)
                 .expect("valid");
-        let req = cross.with_voice(audio, "Transcript.");
+        let req = cross.with_voice(&hex::encode(sha2::Sha256::digest(&audio)), audio, "Transcript.");
         assert_eq!((req.mode, req.prompt_text), (Mode::CrossLingual, None));
         // Only parse_body's caller can resolve a voice.
         let refused =

@@ -125,6 +125,7 @@ fn probe_request(pool: &BackendPool) -> GenerateRequest {
         seed: 0,
         speed: 1.0,
         stream: false,
+        prompt_sha256: None,
     }
 }
 

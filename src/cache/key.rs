@@ -22,10 +22,12 @@ pub fn cache_key(tenant: Option<&str>, pool: &str, model_version: &str, req: &Ge
 /// The hex sha256 of the request's prompt audio (empty without one): hashed once per request,
 /// for its key and its description.
 pub fn prompt_sha256(req: &GenerateRequest) -> String {
-    req.prompt_audio
-        .as_ref()
-        .map(|a| hex::encode(Sha256::digest(a)))
-        .unwrap_or_default()
+    match (&req.prompt_audio, &req.prompt_sha256) {
+        (None, _) => String::new(),
+        // A registered voice's id: the voice store checked it is this sample's sha256.
+        (Some(_), Some(known)) => known.clone(),
+        (Some(audio), None) => hex::encode(Sha256::digest(audio)),
+    }
 }
 
 /// The key and the description of `req`, hashing its prompt audio once.

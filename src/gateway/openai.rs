@@ -116,8 +116,13 @@ impl Gateway {
         speech: OpenAiSpeech,
     ) -> Result<GenerateRequest, ApiError> {
         let registered = self.voices.find(&caller.cache_scope(), &speech.voice).await;
+        let known_sha256 = registered.as_ref().map(|v| v.id.clone());
         let parts = speech.into_parts(registered, &pool.name, pool.conf.speakers.as_deref())?;
-        GenerateRequest::from_parts(parts, self.request_limits()).map_err(|e| with_param(ApiError::from(e)))
+        let mut req = GenerateRequest::from_parts(parts, self.request_limits())
+            .map_err(|e| with_param(ApiError::from(e)))?;
+        // A registered voice's id is its sample's sha256 (checked by the store): not hashed again.
+        req.prompt_sha256 = known_sha256;
+        Ok(req)
     }
 
     /// `GET /v1/models` (every pool the caller may use) or `GET /v1/models/{id}` (one, or 404

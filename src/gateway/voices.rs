@@ -164,6 +164,6 @@ impl Gateway {
                 )
                 .with_param("voice_id")
             })?;
-        Ok(body.with_voice(voice.prompt_audio, &voice.prompt_text))
+        Ok(body.with_voice(&voice.id, voice.prompt_audio, &voice.prompt_text))
     }
 }
