@@ -52,26 +52,15 @@ pub fn pcm16_to_wav(pcm: &[u8], sample_rate: u32) -> Result<Vec<u8>, WavError> {
             pcm.len()
         )));
     }
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = Cursor::new(Vec::with_capacity(WAV_HEADER_LEN + pcm.len()));
-    let to_err = |e: hound::Error| WavError(format!("cannot write WAV: {e}"));
-    let mut writer = hound::WavWriter::new(&mut out, spec).map_err(to_err)?;
-    {
-        let samples = u32::try_from(pcm.len() / 2)
-            .map_err(|_| WavError("PCM stream too long for a WAV file".into()))?;
-        let mut w16 = writer.get_i16_writer(samples);
-        for pair in pcm.chunks_exact(2) {
-            w16.write_sample(i16::from_le_bytes([pair[0], pair[1]]));
-        }
-        w16.flush().map_err(to_err)?;
-    }
-    writer.finalize().map_err(to_err)?;
-    Ok(out.into_inner())
+    // The samples are little-endian int16 already, as a WAV stores them: header + a copy.
+    let len = u32::try_from(pcm.len())
+        .ok()
+        .filter(|n| n.checked_add(36).is_some())
+        .ok_or_else(|| WavError("PCM stream too long for a WAV file".into()))?;
+    let mut out = Vec::with_capacity(WAV_HEADER_LEN + pcm.len());
+    out.extend_from_slice(&pcm16_header(sample_rate, 1, Some(len)));
+    out.extend_from_slice(pcm);
+    Ok(out)
 }
 
 /// What a WAV's header says (format, length), without reading its samples: for a WAV this
@@ -286,12 +275,22 @@ mod tests {
         let halved = to_pcm16_mono(&wav, 12000).expect("resampled");
         assert_eq!(halved.len(), pcm.len() / 2, "half the rate, half the samples");
         assert_eq!(data_range(&wav), Some(WAV_HEADER_LEN..WAV_HEADER_LEN + pcm.len()));
-        let len = u32::try_from(pcm.len()).expect("small");
-        assert_eq!(
-            &pcm16_header(24000, 1, Some(len))[..],
-            &wav[..WAV_HEADER_LEN],
-            "as hound writes it"
-        );
+        let by_hound = {
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: 24000,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut out = Cursor::new(Vec::new());
+            let mut w = hound::WavWriter::new(&mut out, spec).expect("writer");
+            for pair in pcm.chunks_exact(2) {
+                w.write_sample(i16::from_le_bytes([pair[0], pair[1]])).expect("sample");
+            }
+            w.finalize().expect("finalize");
+            out.into_inner()
+        };
+        assert_eq!(wav, by_hound, "the same bytes hound writes");
         let streaming = pcm16_header(24000, 1, None);
         assert_eq!(&streaming[4..8], &[0xFF; 4]);
         assert_eq!(&streaming[40..44], &[0xFF; 4]);
