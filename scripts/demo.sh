@@ -40,12 +40,30 @@ curl -sS -D "$log/headers.txt" -o out.wav -H 'Content-Type: application/json' \
 cat "$log/headers.txt"
 if ! head -c 4 out.wav | grep -q RIFF; then echo "no WAV came back:"; cat out.wav; exit 1; fi
 echo "== wrote out.wav ($(stat -c %s out.wav) bytes)"
+
+echo "== the same voice registered once, then named by voice_id, streamed as it is spoken"
+printf '{"name":"demo","prompt_text":"Hello, this is the voice you are about to hear again.","prompt_audio":"%s"}' \
+  "$(base64 -w0 "$log/prompt.wav")" >"$log/voice.json"
+voice_id=$(curl -fsS -H 'Content-Type: application/json' --data-binary @"$log/voice.json" \
+  http://127.0.0.1:8080/v1/voices | sed -n 's/.*"voice_id":"\([0-9a-f]*\)".*/\1/p')
+echo "voice_id: $voice_id"
+curl -sS -N -o "$log/streamed.wav" -w 'streamed %{size_download} bytes, first byte after %{time_starttransfer} s\n' \
+  -H 'Content-Type: application/json' \
+  -d "{\"text\":\"This sentence was streamed as it was spoken.\",\"voice_id\":\"$voice_id\",\"stream\":true}" \
+  http://127.0.0.1:8080/generate
 cat <<EOT
 
 cosygate is running on http://127.0.0.1:8080 with two simulated backends (logs in $log/).
 Try more:
   curl -sS -o again.wav -H 'Content-Type: application/json' --data-binary @$log/request.json http://127.0.0.1:8080/generate
   curl -sS http://127.0.0.1:8080/health
+  curl -sS http://127.0.0.1:8080/v1/voices
+  curl -sS -o openai.wav -H 'Content-Type: application/json' \\
+    -d '{"model":"cosyvoice","input":"Spoken through the OpenAI API.","voice":"demo","response_format":"wav"}' \\
+    http://127.0.0.1:8080/v1/audio/speech
+  curl -sS -o dropin.pcm -F 'tts_text=Spoken through the route of CosyVoice itself.' \\
+    -F 'prompt_text=Hello, this is the voice you are about to hear again.' \\
+    -F prompt_wav=@$log/prompt.wav http://127.0.0.1:8080/inference_zero_shot
 Operate it (the admin listener):
   open http://127.0.0.1:9090/ in a browser (the status page)
   curl -sS http://127.0.0.1:9090/metrics
