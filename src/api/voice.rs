@@ -189,7 +189,11 @@ mod tests {
         assert_eq!(parsed.voice_id.as_deref(), Some("anna"));
         assert!(parsed.req.prompt_audio.is_none());
         let audio = Bytes::from(wav_bytes(16000, 1.0));
-        let req = parsed.clone().with_voice(&hex::encode(sha2::Sha256::digest(&audio)), audio.clone(), "Transcript.");
+        let req = parsed.clone().with_voice(
+            &hex::encode(sha2::Sha256::digest(&audio)),
+            audio.clone(),
+            "Transcript.",
+        );
         assert_eq!(req.prompt_audio, Some(audio.clone()));
         assert_eq!(req.prompt_text.as_deref(), Some("Transcript."));
         // cross_lingual takes no transcript: the voice gives only its sample.

@@ -73,10 +73,18 @@ impl Prepared {
             .get_or_init(|| async {
                 let (pool, req) = (self.pool.clone(), self.request.clone());
                 let build = move || build(&pool.conf, &req);
-                if self.request.prompt_audio.as_ref().is_some_and(|a| a.len() > HEAVY_PROMPT) {
-                    tokio::task::spawn_blocking(build)
-                        .await
-                        .unwrap_or_else(|e| Err(Refusal::new("internal", format!("building the request failed: {e}"))))
+                if self
+                    .request
+                    .prompt_audio
+                    .as_ref()
+                    .is_some_and(|a| a.len() > HEAVY_PROMPT)
+                {
+                    tokio::task::spawn_blocking(build).await.unwrap_or_else(|e| {
+                        Err(Refusal::new(
+                            "internal",
+                            format!("building the request failed: {e}"),
+                        ))
+                    })
                 } else {
                     build()
                 }

@@ -285,7 +285,8 @@ mod tests {
             let mut out = Cursor::new(Vec::new());
             let mut w = hound::WavWriter::new(&mut out, spec).expect("writer");
             for pair in pcm.chunks_exact(2) {
-                w.write_sample(i16::from_le_bytes([pair[0], pair[1]])).expect("sample");
+                w.write_sample(i16::from_le_bytes([pair[0], pair[1]]))
+                    .expect("sample");
             }
             w.finalize().expect("finalize");
             out.into_inner()

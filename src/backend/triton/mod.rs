@@ -109,7 +109,12 @@ pub fn check(req: &GenerateRequest) -> Result<(), Refusal> {
         )
     })?;
     let rate = wav::header_info(audio)
-        .map_err(|e| Refusal::new("invalid_prompt_audio", format!("prompt audio cannot be read: {e}")))?
+        .map_err(|e| {
+            Refusal::new(
+                "invalid_prompt_audio",
+                format!("prompt audio cannot be read: {e}"),
+            )
+        })?
         .sample_rate;
     if rate < INPUT_RATE {
         return Err(Refusal::new(
