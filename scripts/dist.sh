@@ -27,6 +27,8 @@ if [[ "${1:-}" == "--bloat" ]]; then
     echo "== installing cargo-bloat"
     cargo install cargo-bloat --locked
   fi
+  # cargo-bloat reads symbols, which the dist profile strips: this is the same build unstripped
+  # (one more full LTO build; the shipped binary is the one above).
   echo "== cosygate's .text, per crate"
-  cargo bloat --profile dist --locked -p cosygate --bin cosygate --crates -n 20
+  CARGO_PROFILE_DIST_STRIP=false cargo bloat --profile dist --locked -p cosygate --bin cosygate --crates -n 20
 fi
