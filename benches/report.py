@@ -163,8 +163,12 @@ def miss(d, plots):
             if mode == "open" and g[1] > 1000:
                 loses.append("Miss path, open loop, %s: adds %.0f µs at p99 (target ≤ 1 ms)." % (path, g[1]))
     data = "".join('"%s %s" %.0f %.0f\n' % ("1 conn" if k[0] == "closed" else "open loop", k[1], v[0], v[1]) for k, v in added.items())
-    plot = BARS + """set title 'Miss path: latency added over a direct call to the sim (µs, lower is better)'
-plot 'DIR/d' using 2:xtic(1) title 'added p50' lc rgb '#4477aa', '' using 3 title 'added p99' lc rgb '#cc6677'
+    plot = BARS + """set multiplot layout 1,2 title 'Miss path: latency added over a direct call to the sim (µs, lower is better)'
+set title 'added p50'
+plot 'DIR/d' using 2:xtic(1) notitle lc rgb '#4477aa'
+set title 'added p99'
+plot 'DIR/d' using 3:xtic(1) notitle lc rgb '#cc6677'
+unset multiplot
 """
     gnuplot(plot, os.path.join(plots, "bench-miss.png"), {"d": data})
     return out, loses, ["bench-miss.png"]
