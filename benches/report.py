@@ -309,7 +309,15 @@ def main():
         md += ["- Machine: %s" % m0.get("machine", "?"),
                "- Peers and tools: %s" % m0.get("nginx", "?"),
                "- Commands: %s" % ", ".join(sorted({"`%s`" % metas[p].get("command", "?") for p in ran})),
-               "- cosygate: commit %s" % ", ".join(sorted({metas[p].get("git", "?") for p in ran})), ""]
+               "- cosygate: commit %s; binaries %s" % (", ".join(sorted({metas[p].get("git", "?") for p in ran})),
+                                                   ", ".join(sorted({metas[p].get("binaries", "?") for p in ran})))]
+        loads = [float(metas[p].get(k, "0").split()[0]) for p in ran for k in ("load_before", "load_after")]
+        cores = os.cpu_count() or 1
+        if max(loads) > 0.5 * cores:
+            md.append("- **Other work ran on the machine meanwhile**: 1-minute load average between %.1f and %.1f on %d cores "
+                      "(each part's section has its own). Requests/s and tail latencies are disturbed most, CPU per request least."
+                      % (min(loads), max(loads), cores))
+        md.append("")
     all_loses, sections = [], []
     for p in PARTS:
         sections.append("## " + TITLES[p])
