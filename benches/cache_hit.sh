@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# The cache hit path, measured (issue 4): requests per second, p50 and p99 for a ~200 KB WAV
-# answered from the memory tier and from the disk tier, against nginx serving the very same
-# bytes as a static file, in the same run, on this machine.
+# The cache hit path (issues 4 and 15): requests per second, p50 and p99 and the server's CPU
+# time per request for cached WAVs, cosygate against nginx, in the same run, on this machine:
+#   small sft body (~150 B, ~200 KB WAV):
+#     nginx-static  nginx serving the very same bytes as a static file (sendfile)
+#     nginx-cache   nginx `proxy_cache` in front of the sim, keyed on `$request_body`
+#     memory        cosygate, memory tier            disk   cosygate, disk tier
+#   zero-shot body with a 3 s prompt inline (~130 KB of JSON):
+#     nginx-sha     nginx `proxy_cache` keyed on the body's sha256 (njs `js_set`)
+#     zs-memory     cosygate, memory tier
 #
-#   benches/cache_hit.sh
+#   benches/cache_hit.sh          (also `scripts/bench.sh cache_hit`)
 #
-# What it does: installs nginx and wrk when missing (apt-get), builds the release binaries,
-# starts one cosyvoice-sim and two gateways (one memory-only, one whose memory tier is 1 KiB so
-# hits come from disk), warms each with one request (MISS) and checks the next is a HIT with the
-# same bytes, writes those bytes to a file that nginx serves, then runs wrk with the same
-# threads, connections and duration against each target, in interleaved rounds (nginx, memory,
-# disk, nginx, ...), then one connection per target for the latency of a hit without queueing,
-# and prints one table of medians. Every server listens on loopback only and has one worker
-# (pinned to the last core when taskset is there; wrk gets core 0); everything started here is
-# stopped on exit. About 90 s after the build.
+# What it does: installs nginx (with libnginx-mod-http-js) and wrk when missing (apt-get), builds
+# the release binaries, starts one cosyvoice-sim, two gateways (one memory-only, one whose memory
+# tier is 1 KiB so hits come from disk) and one nginx, warms each cache (a MISS, then a HIT with
+# the same bytes), then runs wrk with the same threads, connections and duration against each
+# target, in interleaved rounds, then one connection per target for the latency of a hit without
+# queueing, and prints one table of medians. Every server listens on loopback only and has one
+# worker (pinned to the last core when taskset is there; wrk gets core 0); everything started
+# here is stopped on exit.
 #
 # Besides requests/s and latency it reports the server's CPU time per request (user + system,
 # from /proc): on a shared machine other processes steal whole milliseconds from a server and
@@ -25,9 +30,11 @@
 # characters is ~200 KB), BENCH_DISK_KEYS (256: distinct entries the disk run cycles through,
 # see below), BENCH_PIN (1: pin servers and wrk to separate cores), BENCH_NO_BUILD (1: use the
 # binaries in target/release as they are), BENCH_SINGLE (seconds of the one-connection latency
-# run per target, 3; 0 skips it), BENCH_KEEP_TMP (1: keep the temp dir with configs,
-# logs and wrk outputs), RUST_LOG (the gateways' log level, default info: the access log is
-# written as in production, to a file, and tells which tier each hit came from).
+# run per target, 3; 0 skips it), BENCH_TARGETS (which targets, all six by default),
+# BENCH_RAW (a file to write the raw per-round numbers to, "target rps p50 p99 cpu_us cpu_pct"),
+# BENCH_KEEP_TMP (1: keep the temp dir with configs, logs and wrk outputs), RUST_LOG (the
+# gateways' log level, default info: the access log is written as in production, to a file,
+# and tells which tier each hit came from).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -37,11 +44,13 @@ DURATION=${BENCH_DURATION:-6}
 WARMUP=${BENCH_WARMUP:-1}
 CONNS=${BENCH_CONNECTIONS:-16}
 CHARS=${BENCH_TEXT_CHARS:-70}
-PIN=${BENCH_PIN:-1}
 DISK_KEYS=${BENCH_DISK_KEYS:-256}
+TARGETS=${BENCH_TARGETS:-"nginx-static nginx-cache memory disk nginx-sha zs-memory"}
+RAW=${BENCH_RAW:-}
 
 # --- tools -----------------------------------------------------------------------------------
-ensure_packages nginx=nginx wrk=wrk curl=curl pgrep=procps
+ensure_packages nginx=nginx wrk=wrk curl=curl pgrep=procps python3=python3
+ensure_debs libnginx-mod-http-js
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 # --- build -----------------------------------------------------------------------------------
@@ -53,13 +62,7 @@ make_tmp cosygate-bench
 # --- pinning ---------------------------------------------------------------------------------
 # spawn (lib.sh) starts servers on SERVER_CPU; on_load_cpu runs the load generator on LOAD_CPU.
 CPUS=$(nproc)
-SERVER_CPU=""
-LOAD_CPU=""
-if [[ $PIN == 1 && $CPUS -ge 2 ]] && command -v taskset >/dev/null 2>&1; then
-    SERVER_CPU=$((CPUS - 1))
-    LOAD_CPU=0
-fi
-on_load_cpu() { if [[ -n $LOAD_CPU ]]; then taskset -c "$LOAD_CPU" "$@"; else "$@"; fi; }
+pin_cores
 
 # --- the simulated backend -------------------------------------------------------------------
 SIM_PORT=$(free_port)
@@ -112,6 +115,18 @@ for i in $(seq 0 "$DISK_KEYS"); do
 done
 cp "$TMP/bodies/0.json" "$TMP/hot.lines"
 for i in $(seq 1 "$DISK_KEYS"); do cat "$TMP/bodies/$i.json"; done >"$TMP/disk.lines"
+# The zero-shot body: 3 s of 16 kHz mono int16 prompt (a 96 KB WAV, 128 KB of base64), one line.
+python3 - "$TMP/bodies/zs.json" <<'PY'
+import base64, json, math, struct, sys
+rate, n = 16000, 48000
+pcm = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 220 * i / rate))) for i in range(n))
+wav = b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", len(pcm)) + pcm
+body = {"mode": "zero_shot", "text": "Hello there, a zero shot sentence from the cache.",
+        "prompt_text": "This is what the three second prompt says.", "prompt_audio": base64.b64encode(wav).decode()}
+open(sys.argv[1], "w").write(json.dumps(body) + "\n")
+PY
+cp "$TMP/bodies/zs.json" "$TMP/zs.lines"
+ZS_BODY_BYTES=$(($(stat -c %s "$TMP/bodies/zs.json") - 1))
 # LUA LINES: a wrk script sending one POST per line of LINES, cycled in order (one wrk thread,
 # one counter).
 post_lua() {
@@ -130,15 +145,16 @@ EOF
 }
 post_lua "$TMP/hot.lines" >"$TMP/hot.lua"
 post_lua "$TMP/disk.lines" >"$TMP/disk.lua"
+post_lua "$TMP/zs.lines" >"$TMP/zs.lua"
 
 header() { tr -d '\r' <"$1" | awk -v h="$2" 'tolower($1) == tolower(h) ":" { print $2 }' | tail -1; }
 
-# post NAME PORT N: the N-th request (key 0) to a gateway; prints X-Cache (and the tier when
-# the gateway sends X-Cache-Tier).
+# post NAME PORT N [BODY [PATH]]: the N-th request (BODY: 0, the hot key, by default) to a
+# server; prints X-Cache (and the tier when the gateway sends X-Cache-Tier).
 post() {
     local out="$TMP/$1.$3"
     curl -sS --max-time 30 -D "$out.h" -o "$out.wav" -H 'Content-Type: application/json' \
-        --data-binary "@$TMP/bodies/0.json" "http://127.0.0.1:$2/generate"
+        --data-binary "@$TMP/bodies/${4:-0}.json" "http://127.0.0.1:$2${5:-/generate}"
     local status
     status=$(head -1 "$out.h" | awk '{print $2}')
     [[ $status == 200 ]] || { cat "$out.h" "$out.wav" >&2; die "$1: request $3 answered $status"; }
@@ -160,6 +176,12 @@ WAV_BYTES=$(stat -c %s "$TMP/gw-memory.1.wav")
 CL=$(header "$TMP/gw-memory.2.h" Content-Length)
 [[ $CL == "$WAV_BYTES" ]] || die "Content-Length $CL but $WAV_BYTES bytes received"
 say "WAV: Content-Length $CL bytes ($CHARS characters of text)"
+first=$(post zs-memory "$MEM_PORT" 1 zs)
+second=$(post zs-memory "$MEM_PORT" 2 zs)
+[[ $first == MISS* && $second == HIT* ]] || die "zs-memory: X-Cache $first then $second, not MISS then HIT"
+cmp -s "$TMP/zs-memory.1.wav" "$TMP/zs-memory.2.wav" || die "zs-memory: the HIT differs from the MISS"
+ZS_WAV_BYTES=$(stat -c %s "$TMP/zs-memory.1.wav")
+say "zs-memory: $ZS_BODY_BYTES-byte body, $ZS_WAV_BYTES-byte WAV, first $first, then $second"
 
 # The disk gateway gets DISK_KEYS more entries (one synthesis each, 16 at a time). Its memory
 # tier is 1 KiB, yet every disk hit is promoted into it, and moka drops an entry larger than the
@@ -183,15 +205,29 @@ done
 ((stored == DISK_KEYS + 1)) || die "gw-disk has $stored entries on disk, not $((DISK_KEYS + 1))"
 say "gw-disk: $stored entries on disk ($(du -sm "$TMP/disk-cache" | cut -f1) MB), stored in $(awk -v a="$warm_start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
 
-# --- nginx with the same bytes ---------------------------------------------------------------
+# --- nginx: the same bytes as a file, and proxy_cache in front of the same sim ----------------
+# One worker, like the gateways. nginx-cache keys on $request_body (fine for a small body; above
+# ~64 KB the key no longer fits the cache file's header, see benches/README.md); nginx-sha keys
+# on the body's sha256 computed by njs, the fair way to cache a large body. Both cache in files
+# (the page cache serves them, with sendfile), valid 1 h, POST admitted, the body read into one
+# in-memory buffer (njs and $request_body need it there).
 NGX=$TMP/nginx
-mkdir -p "$NGX/www" "$NGX/logs"
+mkdir -p "$NGX/www" "$NGX/logs" "$NGX/cache" "$NGX/tmp"
 cp "$TMP/gw-memory.1.wav" "$NGX/www/hit.wav"
 chmod 755 "$TMP" "$NGX" "$NGX/www" && chmod 644 "$NGX/www/hit.wav" # workers may run as nobody
+cat >"$NGX/key.js" <<'JS'
+const crypto = require('crypto');
+function bodySha256(r) {
+    return crypto.createHash('sha256').update(r.requestText || '').digest('hex');
+}
+export default { bodySha256 };
+JS
 NGINX_PORT=$(free_port)
-cat >"$NGX/nginx.conf" <<EOF
+cat >"$NGX/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
 worker_processes 1;
 daemon off;
+user root;
 pid $NGX/nginx.pid;
 error_log $NGX/logs/error.log;
 events {}
@@ -201,37 +237,55 @@ http {
     tcp_nopush on;
     keepalive_requests 1000000;
     types { audio/wav wav; }
+    client_body_temp_path $NGX/tmp/body;
+    proxy_temp_path $NGX/tmp/proxy;
+    fastcgi_temp_path $NGX/tmp/fastcgi;
+    uwsgi_temp_path $NGX/tmp/uwsgi;
+    scgi_temp_path $NGX/tmp/scgi;
+    js_import main from $NGX/key.js;
+    js_set \$body_sha256 main.bodySha256;
+    proxy_cache_path $NGX/cache levels=1:2 keys_zone=tts:16m max_size=1g inactive=1h use_temp_path=off;
+    upstream sim { server 127.0.0.1:$SIM_PORT; keepalive 16; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
+        client_max_body_size 16m;
+        client_body_buffer_size 1m;
+        client_body_in_single_buffer on;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_cache tts;
+        proxy_cache_methods POST;
+        proxy_cache_valid 200 1h;
+        proxy_cache_lock on;
+        proxy_ignore_headers Cache-Control Expires Set-Cookie;
+        add_header X-Cache \$upstream_cache_status always;
         location / { root $NGX/www; }
+        location = /generate { proxy_cache_key \$request_body; proxy_pass http://sim/generate; }
+        location = /generate-sha { proxy_cache_key \$body_sha256; proxy_pass http://sim/generate; }
     }
 }
-EOF
+CONF
 spawn "$NGX/logs/stdout.log" "$NGINX" -e "$NGX/logs/error.log" -p "$NGX" -c "$NGX/nginx.conf"
-wait_http "http://127.0.0.1:$NGINX_PORT/hit.wav" nginx "${PIDS[-1]}" "$NGX/logs/error.log"
+NGINX_PID=${PIDS[-1]}
+wait_http "http://127.0.0.1:$NGINX_PORT/hit.wav" nginx "$NGINX_PID" "$NGX/logs/error.log"
 curl -sS -o "$TMP/nginx.wav" "http://127.0.0.1:$NGINX_PORT/hit.wav"
 cmp -s "$TMP/nginx.wav" "$TMP/gw-memory.1.wav" || die "nginx serves other bytes"
+# nginx_warm NAME BODY PATH GW_WAV: MISS then HIT with the same bytes; says whether they are the
+# gateway's bytes (the sim's /generate and the gateway's WAV may differ in header details).
+nginx_warm() {
+    local first second
+    first=$(post "$1" "$NGINX_PORT" 1 "$2" "$3")
+    second=$(post "$1" "$NGINX_PORT" 2 "$2" "$3")
+    [[ $first == MISS && $second == HIT ]] || die "$1: X-Cache $first then $second, not MISS then HIT"
+    cmp -s "$TMP/$1.1.wav" "$TMP/$1.2.wav" || die "$1: the HIT differs from the MISS"
+    local same="the same bytes as cosygate's"
+    cmp -s "$TMP/$1.1.wav" "$4" || same="$(stat -c %s "$TMP/$1.1.wav") bytes, cosygate's $(stat -c %s "$4")"
+    say "$1: first $first, then $second; $same"
+}
+nginx_warm nginx-cache 0 /generate "$TMP/gw-memory.1.wav"
+nginx_warm nginx-sha zs /generate-sha "$TMP/zs-memory.1.wav"
 
 # --- load ------------------------------------------------------------------------------------
-to_ms() { # wrk's "1.23ms", "456.78us", "1.02s" -> milliseconds
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
-        printf "%.3f", n }'
-}
-
-# cpu_ticks PID: user + system CPU ticks of a process and its children's live processes (nginx's
-# worker is a child of its master).
-TICK_HZ=$(getconf CLK_TCK)
-cpu_ticks() {
-    local total=0 pid t
-    for pid in "$1" $(pgrep -P "$1" || true); do
-        t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        total=$((total + t))
-    done
-    echo "$total"
-}
-
 # run NAME PID URL [wrk args...]: one measurement; appends "rps p50_ms p99_ms cpu_us cpu_pct"
 # to $TMP/results.NAME. cpu_us: server CPU microseconds per request (user + system time of the
 # server's processes over the measured run / requests answered); cpu_pct: of one core.
@@ -259,11 +313,7 @@ run() {
         'BEGIN {printf "%.0f %.3f %.3f %.1f %.0f\n", rps, p50, p99, d / hz * 1e6 / n, d / hz / s * 100}' >>"$TMP/results.$name"
 }
 
-# median NAME COLUMN: the median of one column of $TMP/results.NAME
-median() {
-    awk -v c="$2" '{print $c}' "$TMP/results.$1" | sort -g |
-        awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
+median() { median_col "$TMP/results.$1" "$2"; } # median NAME COLUMN
 
 tier_counts() { # memory and disk hits in a gateway's access log
     echo "$(grep -c '"cache":"HIT","cache_tier":"memory"' "$1" || true) $(grep -c '"cache":"HIT","cache_tier":"disk"' "$1" || true)"
@@ -274,17 +324,37 @@ if awk -v l="$LOAD1" -v n="$CPUS" 'BEGIN {exit !(l > n * 0.5)}'; then
     say "warning: load average $LOAD1 on $CPUS CPUs before the runs: other work is running, requests/s and latencies will be disturbed (CPU us/request much less)"
 fi
 say "load: $ROUNDS rounds of wrk -t1 -c$CONNS -d${DURATION}s --latency per target (each after ${WARMUP}s of warm-up load), servers with one worker${SERVER_CPU:+ on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU}"
-NGINX_PID=${PIDS[3]} MEM_PID=${PIDS[1]} DISK_PID=${PIDS[2]}
+MEM_PID=${PIDS[1]} DISK_PID=${PIDS[2]}
+# target NAME: sets T_PID, T_URL and T_ARGS (wrk's extra arguments), T_BYTES (answer bytes).
+target() {
+    T_ARGS=()
+    T_BYTES=$CL
+    case $1 in
+        nginx-static) T_PID=$NGINX_PID T_URL="http://127.0.0.1:$NGINX_PORT/hit.wav" ;;
+        nginx-cache) T_PID=$NGINX_PID T_URL="http://127.0.0.1:$NGINX_PORT/generate" T_ARGS=(-s "$TMP/hot.lua") ;;
+        memory) T_PID=$MEM_PID T_URL="http://127.0.0.1:$MEM_PORT/generate" T_ARGS=(-s "$TMP/hot.lua") ;;
+        disk) T_PID=$DISK_PID T_URL="http://127.0.0.1:$DISK_PORT/generate" T_ARGS=(-s "$TMP/disk.lua") ;;
+        nginx-sha) T_PID=$NGINX_PID T_URL="http://127.0.0.1:$NGINX_PORT/generate-sha" T_ARGS=(-s "$TMP/zs.lua") T_BYTES=$ZS_WAV_BYTES ;;
+        zs-memory) T_PID=$MEM_PID T_URL="http://127.0.0.1:$MEM_PORT/generate" T_ARGS=(-s "$TMP/zs.lua") T_BYTES=$ZS_WAV_BYTES ;;
+        *) die "unknown target $1 (BENCH_TARGETS)" ;;
+    esac
+}
 DISK_FROM_MEM=0 DISK_FROM_DISK=0
 for round in $(seq "$ROUNDS"); do
-    run nginx "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/hit.wav"
-    run memory "$MEM_PID" "http://127.0.0.1:$MEM_PORT/generate" -s "$TMP/hot.lua"
-    read -r before_mem before_disk < <(tier_counts "$TMP/gw-disk.log")
-    run disk "$DISK_PID" "http://127.0.0.1:$DISK_PORT/generate" -s "$TMP/disk.lua"
-    read -r after_mem after_disk < <(tier_counts "$TMP/gw-disk.log")
-    DISK_FROM_MEM=$((DISK_FROM_MEM + after_mem - before_mem))
-    DISK_FROM_DISK=$((DISK_FROM_DISK + after_disk - before_disk))
-    say "round $round: requests/s nginx $(tail -1 "$TMP/results.nginx" | cut -d' ' -f1), memory $(tail -1 "$TMP/results.memory" | cut -d' ' -f1), disk $(tail -1 "$TMP/results.disk" | cut -d' ' -f1)"
+    line="round $round, requests/s:"
+    for t in $TARGETS; do
+        target "$t"
+        [[ $t == disk ]] && read -r before_mem before_disk < <(tier_counts "$TMP/gw-disk.log")
+        run "$t" "$T_PID" "$T_URL" "${T_ARGS[@]}"
+        if [[ $t == disk ]]; then
+            read -r after_mem after_disk < <(tier_counts "$TMP/gw-disk.log")
+            DISK_FROM_MEM=$((DISK_FROM_MEM + after_mem - before_mem))
+            DISK_FROM_DISK=$((DISK_FROM_DISK + after_disk - before_disk))
+        fi
+        [[ -n $RAW ]] && echo "$t $round $(tail -1 "$TMP/results.$t") $T_BYTES" >>"$RAW"
+        line+=" $t $(tail -1 "$TMP/results.$t" | cut -d' ' -f1)"
+    done
+    say "$line"
 done
 read -r mem_mem mem_disk < <(tier_counts "$TMP/gw-memory.log")
 
@@ -298,44 +368,66 @@ single() { # single NAME URL [wrk args...]: "p50_ms p99_ms rps" with one connect
     grep -q 'Non-2xx\|Socket errors' "$f" && { cat "$f" >&2; die "$name: errors during the one-connection run"; }
     echo "$(to_ms "$(awk '$1 == "50%" {print $2}' "$f")") $(to_ms "$(awk '$1 == "99%" {print $2}' "$f")") $(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$f")"
 }
+declare -A SINGLE_OF=()
 if ((SINGLE > 0)); then
-    S_NGINX=$(single nginx "http://127.0.0.1:$NGINX_PORT/hit.wav")
-    S_MEMORY=$(single memory "http://127.0.0.1:$MEM_PORT/generate" -s "$TMP/hot.lua")
-    S_DISK=$(single disk "http://127.0.0.1:$DISK_PORT/generate" -s "$TMP/disk.lua")
+    for t in $TARGETS; do
+        target "$t"
+        SINGLE_OF[$t]=$(single "$t" "$T_URL" "${T_ARGS[@]}")
+        [[ -n $RAW ]] && echo "single-$t 0 ${SINGLE_OF[$t]}" >>"$RAW"
+    done
 fi
 
 # --- report ----------------------------------------------------------------------------------
-row() { echo "$1|$(median "$2" 1)|$(median "$2" 2)|$(median "$2" 3)|$(median "$2" 4)"; }
+label() {
+    case $1 in
+        nginx-static) echo "nginx GET static file (sendfile)" ;;
+        nginx-cache) echo "nginx proxy_cache, small body" ;;
+        memory) echo "cosygate memory hit, small body" ;;
+        disk) echo "cosygate disk hit, small body" ;;
+        nginx-sha) echo "nginx proxy_cache sha256 (njs), zero-shot" ;;
+        zs-memory) echo "cosygate memory hit, zero-shot" ;;
+    esac
+}
 echo
-echo "cache hit path: $CL-byte WAV; medians of $ROUNDS rounds of wrk -t1 -c$CONNS -d${DURATION}s per target;"
-echo "$CPUS CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), servers with one worker"
+echo "cache hit path: small sft body $(stat -c %s "$TMP/bodies/0.json") B -> $CL-byte WAV; zero-shot body $ZS_BODY_BYTES B -> $ZS_WAV_BYTES-byte WAV;"
+echo "medians of $ROUNDS rounds of wrk -t1 -c$CONNS -d${DURATION}s per target; $(machine); servers with one worker"
 echo
-awk -v bytes="$CL" -v a="$(row "nginx GET static file (sendfile)" nginx)" \
-    -v b="$(row "cosygate POST, memory hit" memory)" -v c="$(row "cosygate POST, disk hit" disk)" 'BEGIN {
-    split(a, A, "|")
-    printf "| %-32s | %10s | %6s | %6s | %6s | %10s | %11s | %11s |\n", "target", "requests/s", "p50 ms", "p99 ms", "MB/s", "CPU us/req", "rps : nginx", "CPU : nginx"
-    printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n", "----------------------------------", "-----------:", "-------:", "-------:", "-------:", "-----------:", "------------:", "------------:"
-    n = split(a "\n" b "\n" c, rows, "\n")
-    for (i = 1; i <= n; i++) {
-        split(rows[i], R, "|")
-        printf "| %-32s | %10.0f | %6.2f | %6.2f | %6.0f | %10.0f | %11.2f | %11.1f |\n", R[1], R[2], R[3], R[4], R[2] * bytes / 1e6, R[5], R[2] / A[2], R[5] / A[5]
-    }
-}'
+printf '| %-42s | %10s | %6s | %6s | %6s | %10s |\n' target requests/s "p50 ms" "p99 ms" MB/s "CPU us/req"
+echo "|---|---:|---:|---:|---:|---:|"
+for t in $TARGETS; do
+    target "$t"
+    awk -v l="$(label "$t")" -v r="$(median "$t" 1)" -v p="$(median "$t" 2)" -v q="$(median "$t" 3)" -v c="$(median "$t" 4)" -v b="$T_BYTES" \
+        'BEGIN { printf "| %-42s | %10.0f | %6.2f | %6.2f | %6.0f | %10.0f |\n", l, r, p, q, r * b / 1e6, c }'
+done
 echo
-echo "MB/s counts WAV bytes only (requests/s x $CL / 10^6). CPU us/req: the server's user + system"
-echo "time over the measured run / requests answered (nginx: master + worker)."
-for name in nginx memory disk; do
-    printf '%-6s per round (requests/s, p50 ms, p99 ms, CPU us/req, %% of a core):' "$name"
-    awk '{printf "  [%s %s %s %s %s%%]", $1, $2, $3, $4, $5}' "$TMP/results.$name"
+# ratio A B: cosygate A against peer B (requests/s and CPU per request), when both ran.
+ratio() {
+    [[ " $TARGETS " == *" $1 "* && " $TARGETS " == *" $2 "* ]] || return 0
+    awk -v a="$1" -v b="$2" -v ra="$(median "$1" 1)" -v rb="$(median "$2" 1)" -v ca="$(median "$1" 4)" -v cb="$(median "$2" 4)" \
+        'BEGIN { printf "%s : %s  requests/s %.2f, CPU per request %.2f\n", a, b, ra / rb, ca / cb }'
+}
+ratio memory nginx-cache
+ratio memory nginx-static
+ratio zs-memory nginx-sha
+echo
+echo "MB/s counts WAV bytes only. CPU us/req: the server's user + system time over the measured run /"
+echo "requests answered (nginx: master + worker)."
+for t in $TARGETS; do
+    printf '%-12s per round (requests/s, p50 ms, p99 ms, CPU us/req, %% of a core):' "$t"
+    awk '{printf "  [%s %s %s %s %s%%]", $1, $2, $3, $4, $5}' "$TMP/results.$t"
     echo
 done
 if ((SINGLE > 0)); then
-    echo "one connection (wrk -c1 -d${SINGLE}s), p50 / p99 ms (requests/s): nginx $(awk '{printf "%s / %s (%s)", $1, $2, $3}' <<<"$S_NGINX"), memory hit $(awk '{printf "%s / %s (%s)", $1, $2, $3}' <<<"$S_MEMORY"), disk hit $(awk '{printf "%s / %s (%s)", $1, $2, $3}' <<<"$S_DISK")."
+    printf 'one connection (wrk -c1 -d%ss), p50 / p99 ms (requests/s):' "$SINGLE"
+    for t in $TARGETS; do printf ' %s %s;' "$t" "$(awk '{printf "%s / %s (%s)", $1, $2, $3}' <<<"${SINGLE_OF[$t]}")"; done
+    echo
 fi
-echo "gw-disk hits during its runs: $DISK_FROM_DISK from disk, $DISK_FROM_MEM from memory (access log)."
+if [[ " $TARGETS " == *" disk "* ]]; then
+    echo "gw-disk hits during its runs: $DISK_FROM_DISK from disk, $DISK_FROM_MEM from memory (access log)."
+    if ((DISK_FROM_MEM > DISK_FROM_DISK / 100)); then
+        echo "note: more than 1% of gw-disk's hits came from its 1 KiB memory tier"
+    fi
+fi
 echo "gw-memory hits, whole run: $mem_mem from memory, $mem_disk from disk (access log)."
-if ((DISK_FROM_MEM > DISK_FROM_DISK / 100)); then
-    echo "note: more than 1% of gw-disk's hits came from its 1 KiB memory tier"
-fi
 echo "peak RSS: gw-memory $(awk '/^VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$MEM_PID/status"), gw-disk $(awk '/^VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$DISK_PID/status")."
 echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"

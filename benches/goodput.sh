@@ -23,7 +23,8 @@
 # BENCH_MULTS ("1 2 4"), BENCH_TEXT_CHARS (20: 0.06 s of audio per character), BENCH_RTF (0.5),
 # BENCH_SLOTS (8), BENCH_PEERS ("cosygate haproxy"; "haproxy" alone runs without the gateway),
 # BENCH_NO_BUILD (1: use target/release as it is), BENCH_RESULTS (the report file,
-# benches/RESULTS-goodput.md; empty: none), BENCH_KEEP_TMP (1: keep logs and configs).
+# benches/RESULTS-goodput.md; empty: none), BENCH_RAW_DIR (a directory to copy each run's JSON
+# and meta.json to, for scripts/bench.sh), BENCH_KEEP_TMP (1: keep logs and configs).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -275,6 +276,10 @@ json.dump({
     "peers": "$PEERS", "build_s": $BUILD_S, "bench_s": $(($(date +%s) - BENCH_START)),
 }, open(sys.argv[1], "w"))
 EOF
+if [[ -n ${BENCH_RAW_DIR:-} ]]; then
+    mkdir -p "$BENCH_RAW_DIR"
+    cp "$TMP"/runs/*.json "$TMP/meta.json" "$BENCH_RAW_DIR/"
+fi
 echo
 echo "goodput: 2 backends x $SLOTS slots, service time $SERVICE s alone, capacity $CAPACITY requests/s; ${WARMUP} s warm-up + ${DURATION} s measured per run"
 echo

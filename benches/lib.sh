@@ -3,8 +3,10 @@
 #   ROOT                      the repository's root
 #   say MSG / die MSG         "== MSG" on stderr / "SCRIPT.sh: MSG" on stderr and exit 1
 #   ensure_packages CMD=PKG   (from scripts/ensure-packages.sh) apt-get what is missing
+#   ensure_debs PKG...        apt-get the Debian packages that are not installed (dpkg -s)
 #   build_release             cd to ROOT; cargo build --release -p cosygate -p cosyvoice-sim
 #                             unless BENCH_NO_BUILD=1; sets GW and SIM to the two binaries
+#                             (in BENCH_BIN_DIR when set, else ROOT/target/release)
 #   need_exec FILE...         die unless every FILE is an executable
 #   make_tmp PREFIX           TMP (a fresh temp dir), PIDS (servers to stop) and the exit trap
 #                             that stops them and removes TMP (kept with BENCH_KEEP_TMP=1)
@@ -15,6 +17,12 @@
 #                             until URL answers 200 (WAIT_HTTP_S seconds, 10) or PID (when not
 #                             empty) exited; on failure shows the end of LOG and dies
 #   proc_kib FIELD PID...     a /proc/PID/status field (VmRSS, VmHWM) summed over PIDs, in KiB
+#   pin_cores                 SERVER_CPU (last core) and LOAD_CPU (core 0) when BENCH_PIN is not
+#                             0, there are 2+ cores and taskset; on_load_cpu CMD... runs there
+#   cpu_ticks PID             user + system CPU ticks of PID and its children (TICK_HZ per s)
+#   to_ms VALUE               wrk's "1.23ms", "456.78us", "1.02s" in milliseconds
+#   median_col FILE COLUMN    the median of one whitespace-separated column of FILE
+#   machine                   one line: cores, CPU model, memory, kernel
 #   gw_yaml_head NAME PORT [THREADS]  the process part of a gateway config (THREADS or 2 threads, pid file and
 #                             upgrade socket TMP/NAME.*, no grace) up to `listen` on PORT
 
@@ -34,9 +42,21 @@ build_release() {
         cargo build --release -p cosygate -p cosyvoice-sim --quiet
     fi
     # shellcheck disable=SC2034 # used by the scripts
-    GW=$ROOT/target/release/cosygate
+    GW=${BENCH_BIN_DIR:-$ROOT/target/release}/cosygate
     # shellcheck disable=SC2034
-    SIM=$ROOT/target/release/cosyvoice-sim
+    SIM=${BENCH_BIN_DIR:-$ROOT/target/release}/cosyvoice-sim
+}
+ensure_debs() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$pkg")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    say "installing ${missing[*]}"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 need_exec() {
     local f
@@ -68,6 +88,41 @@ spawn() {
     if [[ -n ${SERVER_CPU:-} ]]; then set -- taskset -c "$SERVER_CPU" "$@"; fi
     "$@" >"$log" 2>&1 &
     PIDS+=($!)
+}
+
+pin_cores() {
+    local cpus
+    cpus=$(nproc)
+    SERVER_CPU="" LOAD_CPU=""
+    if [[ ${BENCH_PIN:-1} == 1 && $cpus -ge 2 ]] && command -v taskset >/dev/null 2>&1; then
+        SERVER_CPU=$((cpus - 1))
+        LOAD_CPU=0
+    fi
+}
+on_load_cpu() { if [[ -n ${LOAD_CPU:-} ]]; then taskset -c "$LOAD_CPU" "$@"; else "$@"; fi; }
+
+# shellcheck disable=SC2034 # used by the scripts
+TICK_HZ=$(getconf CLK_TCK)
+cpu_ticks() {
+    local total=0 pid t
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n }'
+}
+median_col() {
+    awk -v c="$2" '{print $c}' "$1" | sort -g |
+        awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+machine() {
+    echo "$(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r)"
 }
 
 # A loopback port nobody listens on (checked by connecting; the window until use is short),

@@ -63,15 +63,14 @@ for name in inline voice; do
     curl -fsS -o /dev/null -D "$TMP/$name.h" -H 'Content-Type: application/json' --data-binary @"$TMP/$name.json" "http://127.0.0.1:$GW_PORT/generate"
     grep -qi '^x-cache: HIT' "$TMP/$name.h" || die "$name: the warm-up did not make a cache hit"
 done
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$GW_PID/stat"; }
 TICK=$(getconf CLK_TCK)
 echo "| body | round | requests/s | gateway CPU per request |"
 echo "|---|---|---:|---:|"
 for round in $(seq "$ROUNDS"); do
     for name in inline voice; do
-        before=$(cpu_ticks)
+        before=$(cpu_ticks "$GW_PID")
         wrk -t1 -c8 -d"${DURATION}s" -s "$TMP/$name.lua" "http://127.0.0.1:$GW_PORT/generate" >"$TMP/wrk.$name"
-        after=$(cpu_ticks)
+        after=$(cpu_ticks "$GW_PID")
         requests=$(grep -oP '\d+(?= requests in)' "$TMP/wrk.$name")
         rps=$(grep -oP '(?<=Requests/sec:)\s*[\d.]+' "$TMP/wrk.$name" | tr -d ' ')
         us=$(( (after - before) * 1000000 / TICK / requests ))
