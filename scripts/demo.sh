@@ -15,7 +15,9 @@ mkdir -p target/demo
 log=target/demo
 
 # Stop what an earlier demo left running.
-for p in "$log"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+for p in "$log"/*.pid; do
+  if [ -f "$p" ]; then kill "$(cat "$p")" 2>/dev/null || true; fi
+done
 
 wait_for() { # url, what
   for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done
