@@ -78,6 +78,16 @@ async fn stream(url: &str, body: &Value) -> Received {
     }
 }
 
+/// The same request without `stream`: one complete answer.
+async fn plain(gw: &Gateway, text: &str) -> reqwest::Response {
+    client()
+        .post(gw.url("/generate"))
+        .json(&body(text, false))
+        .send()
+        .await
+        .expect("answer")
+}
+
 fn header<'a>(r: &'a Received, name: &str) -> &'a str {
     r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -117,12 +127,7 @@ async fn a_stream_sends_audio_as_it_is_made_then_fills_the_cache() {
 
     // The complete audio is now cached: the same request without `stream` is a HIT whose
     // samples are exactly the ones streamed, and the backend synthesized once.
-    let resp = client()
-        .post(gw.url("/generate"))
-        .json(&body(&text, false))
-        .send()
-        .await
-        .expect("answer");
+    let resp = plain(&gw, &text).await;
     assert_eq!(resp.headers()["x-cache"], "HIT");
     let wav = resp.bytes().await.expect("wav");
     cosygate::api::wav::parse_wav(&wav).expect("a complete, exact WAV");
@@ -179,12 +184,7 @@ async fn a_stream_the_backend_cuts_ends_unterminated_and_is_never_cached() {
         "the client can tell the stream was cut (unterminated chunked body)"
     );
     // Nothing partial was stored: the next request synthesizes again.
-    let resp = client()
-        .post(gw.url("/generate"))
-        .json(&body(&text, false))
-        .send()
-        .await
-        .expect("answer");
+    let resp = plain(&gw, &text).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-cache"], "MISS");
     assert_eq!(sim.stats().await["requests"], 2);
