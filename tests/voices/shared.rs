@@ -61,9 +61,11 @@ async fn instances_share_voices_through_redis() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let redis_conf = format!(", redis: {{ url: \"{}\", timeout: 500ms }}", redis.url());
-    let gw_a = Gateway::start(&config(&sim, &voices_at(dir_a.path(), ""), &redis_conf));
-    let gw_b = Gateway::start(&config(&sim, &voices_at(dir_b.path(), ""), &redis_conf));
+    let redis_conf = redis_cache(&redis);
+    let (gw_a, gw_b) = (
+        instance(&sim, &dir_a, &redis_conf),
+        instance(&sim, &dir_b, &redis_conf),
+    );
     let wav = test_wav(1.0, 16000);
     let id = sha256_hex(&wav);
 
@@ -108,12 +110,22 @@ async fn instances_share_voices_through_redis() {
     assert_eq!((after.status, after.code()), (422, "unknown_voice"));
     // Restarted, A does not bring it back from its directory.
     drop(gw_a);
-    let gw_a = Gateway::start(&config(&sim, &voices_at(dir_a.path(), ""), &redis_conf));
+    let gw_a = instance(&sim, &dir_a, &redis_conf);
     assert!(names(&list(&gw_a, Some(TOKEN_A)).await).is_empty());
     assert!(names(&list(&gw_b, Some(TOKEN_A)).await).is_empty());
 }
 
 /// FLUSHALL on the test's Redis.
+/// The cache section's Redis tier, which voices share too.
+fn redis_cache(redis: &Redis) -> String {
+    format!(", redis: {{ url: \"{}\", timeout: 500ms }}", redis.url())
+}
+
+/// One gateway instance with its own voice directory and the shared Redis.
+fn instance(sim: &Sim, dir: &tempfile::TempDir, redis_conf: &str) -> Gateway {
+    Gateway::start(&config(sim, &voices_at(dir.path(), ""), redis_conf))
+}
+
 async fn flush(redis: &Redis) {
     let client = redis::Client::open(redis.url()).expect("url");
     let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
@@ -131,9 +143,11 @@ async fn voices_outlive_a_redis_flush_and_an_outage() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let redis_conf = format!(", redis: {{ url: \"{}\", timeout: 500ms }}", redis.url());
-    let gw_a = Gateway::start(&config(&sim, &voices_at(dir_a.path(), ""), &redis_conf));
-    let gw_b = Gateway::start(&config(&sim, &voices_at(dir_b.path(), ""), &redis_conf));
+    let redis_conf = redis_cache(&redis);
+    let (gw_a, gw_b) = (
+        instance(&sim, &dir_a, &redis_conf),
+        instance(&sim, &dir_b, &redis_conf),
+    );
     let wav = test_wav(1.0, 16000);
     assert_eq!(
         register(&gw_a, Some(TOKEN_A), "anna", &wav, TRANSCRIPT)
