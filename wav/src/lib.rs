@@ -103,17 +103,33 @@ pub fn parse_wav(bytes: &[u8]) -> Result<WavInfo, WavError> {
             "data chunk claims {declared} bytes, the file has {available} after its header"
         )));
     }
-    let frame = usize::from(spec.bits_per_sample.div_ceil(8)) * usize::from(spec.channels.max(1));
+    let supported = match spec.sample_format {
+        hound::SampleFormat::Int => matches!(spec.bits_per_sample, 8 | 16 | 24 | 32),
+        hound::SampleFormat::Float => spec.bits_per_sample == 32,
+    };
+    if !supported || spec.channels == 0 {
+        return Err(WavError(format!(
+            "unsupported sample format: {} channels of {} bits",
+            spec.channels, spec.bits_per_sample
+        )));
+    }
+    let frame = usize::from(spec.bits_per_sample / 8) * usize::from(spec.channels);
     if !declared.is_multiple_of(frame) {
         return Err(WavError(format!(
             "data chunk of {declared} bytes ends inside a sample frame of {frame} bytes"
+        )));
+    }
+    let frames = reader.duration();
+    if frames as usize * frame != declared {
+        return Err(WavError(format!(
+            "the header's {frames} frames do not fill the {declared}-byte data chunk"
         )));
     }
     Ok(WavInfo {
         sample_rate: spec.sample_rate,
         channels: spec.channels,
         bits_per_sample: spec.bits_per_sample,
-        frames: reader.duration(),
+        frames,
     })
 }
 
