@@ -67,16 +67,25 @@ pub fn check_text(field: &str, value: &str, allow_end_of_prompt: bool) -> Result
     Ok(())
 }
 
+/// `s` trimmed and in NFC. Text that is NFC already (the quick check says so for almost all
+/// of it) is copied as it is, not rebuilt character by character.
+pub fn nfc_trimmed(s: &str) -> String {
+    let s = s.trim();
+    match unicode_normalization::is_nfc_quick(s.chars()) {
+        unicode_normalization::IsNormalized::Yes => s.to_owned(),
+        _ => s.nfc().collect(),
+    }
+}
+
 /// An optional text field trimmed and in NFC; empty counts as absent.
 pub fn trimmed(s: Option<String>) -> Option<String> {
-    s.map(|s| s.trim().nfc().collect::<String>())
-        .filter(|s| !s.is_empty())
+    s.map(|s| nfc_trimmed(&s)).filter(|s| !s.is_empty())
 }
 
 /// The text to speak (`field`: `text`, or OpenAI's `input`), trimmed and in NFC, refused when
 /// empty, longer than `max_chars` characters, or carrying forbidden characters.
 pub fn checked_text(field: &str, raw: &str, max_chars: usize) -> Result<String, InvalidRequest> {
-    let text: String = raw.trim().nfc().collect();
+    let text = nfc_trimmed(raw);
     if text.is_empty() {
         return Err(InvalidRequest::unprocessable(
             "empty_text",

@@ -3,13 +3,12 @@
 //! [`GenerateRequest`] through [`GenerateRequest::from_parts`], with one set of checks and
 //! error codes.
 
-use super::checks::{check_length, check_prompt_audio, check_text, decode_base64, missing};
+use super::checks::{self, check_length, check_prompt_audio, check_text, decode_base64, missing};
 use super::checks::{MAX_AUX_TEXT_CHARS, MAX_SPK_ID_CHARS};
 use super::invalid::InvalidRequest;
 use super::request::{GenerateRequest, Mode, RequestLimits};
 use super::END_OF_PROMPT;
 use bytes::Bytes;
-use unicode_normalization::UnicodeNormalization;
 
 /// A request's fields as a route read them, before validation: what
 /// [`GenerateRequest::from_parts`] checks. Every route (`/generate`'s JSON, CosyVoice's own
@@ -75,7 +74,7 @@ impl GenerateRequest {
             marker_in_text,
             ..
         } = parts;
-        let text: String = parts.text.trim().nfc().collect();
+        let text = checks::nfc_trimmed(&parts.text);
         let (prefix, spoken) = match text.rfind(END_OF_PROMPT) {
             Some(i) if marker_in_text => (&text[..i], text[i + END_OF_PROMPT.len()..].trim()),
             _ => ("", text.as_str()),
@@ -123,10 +122,7 @@ impl GenerateRequest {
                 format!("`speed` is {speed}; it must be between 0.5 and 2.0"),
             ));
         }
-        let trimmed = |s: Option<String>| {
-            s.map(|s| s.trim().nfc().collect::<String>())
-                .filter(|s| !s.is_empty())
-        };
+        let trimmed = checks::trimmed;
         let prompt_text = trimmed(parts.prompt_text);
         let instruct_text = trimmed(parts.instruct_text);
         let spk_id = trimmed(parts.spk_id);

@@ -8,7 +8,6 @@ use super::{wav, RequestLimits};
 use bytes::Bytes;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use unicode_normalization::UnicodeNormalization;
 
 /// Longest voice name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -55,7 +54,7 @@ impl VoiceRegistration {
                 "`name` may not look like a voice id (64 hex digits): choose a readable name",
             ));
         }
-        let prompt_text: String = raw.prompt_text.trim().nfc().collect();
+        let prompt_text = super::checks::nfc_trimmed(&raw.prompt_text);
         if prompt_text.is_empty() {
             return Err(InvalidRequest::malformed(
                 "missing_field",
@@ -116,6 +115,7 @@ pub fn is_voice_id(s: &str) -> bool {
 mod tests {
     use super::*;
     use base64::Engine;
+    use unicode_normalization::UnicodeNormalization;
 
     const LIMITS: RequestLimits = RequestLimits {
         max_text_chars: 200,

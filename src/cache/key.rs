@@ -30,16 +30,16 @@ pub fn prompt_sha256(req: &GenerateRequest) -> String {
     }
 }
 
-/// The key and the description of `req`, hashing its prompt audio once.
-pub fn key_and_description(
+/// The key of `req` and the hex sha256 of its prompt audio (empty without one; the
+/// description of a disk entry carries it, see [`describe`]), hashing the prompt once.
+pub fn key_and_prompt_sha256(
     tenant: Option<&str>,
     pool: &str,
     model_version: &str,
     req: &GenerateRequest,
-) -> (CacheKey, serde_json::Value) {
+) -> (CacheKey, String) {
     let prompt = prompt_sha256(req);
-    let key = key_with_prompt(tenant, pool, model_version, req, &prompt);
-    (key, describe_with_prompt(pool, req, &prompt))
+    (key_with_prompt(tenant, pool, model_version, req, &prompt), prompt)
 }
 
 /// [`cache_key`] with the prompt's hex sha256 computed already.
@@ -76,17 +76,15 @@ fn key_with_prompt(
     CacheKey(h.finalize().into())
 }
 
-/// The request's parameters as stored beside a disk entry (for operators; never the audio).
-pub fn describe(pool: &str, req: &GenerateRequest) -> serde_json::Value {
-    describe_with_prompt(pool, req, &prompt_sha256(req))
-}
-
-fn describe_with_prompt(pool: &str, req: &GenerateRequest, prompt: &str) -> serde_json::Value {
+/// The request's parameters as stored beside a disk entry (for operators; never the audio),
+/// with its prompt's hex sha256 from [`key_and_prompt_sha256`]. Built only when a synthesis
+/// may be stored, never for a hit.
+pub fn describe(pool: &str, req: &GenerateRequest, prompt_sha256: &str) -> serde_json::Value {
     serde_json::json!({
         "pool": pool,
         "mode": req.mode.as_str(),
         "text": req.text,
-        "prompt_audio_sha256": (!prompt.is_empty()).then_some(prompt),
+        "prompt_audio_sha256": (!prompt_sha256.is_empty()).then_some(prompt_sha256),
         "prompt_text": req.prompt_text,
         "instruct_text": req.instruct_text,
         "spk_id": req.spk_id,

@@ -103,12 +103,22 @@ impl Cache {
         pool: &str,
         model_version: &str,
         req: &GenerateRequest,
-    ) -> (CacheKey, serde_json::Value) {
+    ) -> (CacheKey, String) {
         let scope = match self.share {
             CacheShare::Global => None,
             CacheShare::Tenant => Some(scope),
         };
-        key::key_and_description(scope, pool, model_version, req)
+        key::key_and_prompt_sha256(scope, pool, model_version, req)
+    }
+
+    /// The memory tier's answer for `key`, counted as a hit; `None` (not counted: the full
+    /// [`lookup`](Self::lookup) that follows counts the miss) when memory does not hold it.
+    /// The request path asks this first, so a hot entry is answered without a production task.
+    pub async fn memory_hit(&self, key: &CacheKey) -> Option<Synthesized> {
+        let hit = self.memory.get(key).await?;
+        count("memory", true);
+        update_ratio(true);
+        Some(from_tier(hit, "memory", *key))
     }
 
     /// Looks the key up tier by tier, promoting a lower-tier hit to the tiers above (a Redis

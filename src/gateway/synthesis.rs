@@ -164,6 +164,11 @@ impl Gateway {
             && header_has(session, http::HeaderName::from_static("prefer"), b"respond-async");
         if respond_async {
             self.jobs.check_quota(&caller.owner())?; // over it, nothing starts
+        } else if let Some(hit) = self.memory_hit(&request).await {
+            // A hot entry: answered here, without a production task, its timers and its trace.
+            drop((request, held));
+            count_audio(&pool.name, &hit);
+            return self.answer_whole(session, ctx, hit, answering).await;
         }
         let trace = Arc::new(Trace::default());
         ctx.trace = Some(trace.clone());
@@ -198,13 +203,7 @@ impl Gateway {
                     }
                     result = &mut task => {
                         let answer = result.map_err(|e| ApiError::new(500, "internal", format!("the synthesis task failed: {e}")))??;
-                        if answering.stream {
-                            let head = super::stream::StreamHead { headers: answer_headers(ctx, &answer) };
-                            let streamed = self.stream_whole(session, ctx, &answer, head, answering.format).await;
-                            return super::stream::settle(session, ctx, streamed);
-                        }
-                        self.send_answer(session, ctx, answer, answering.format).await;
-                        return Ok(());
+                        return self.answer_whole(session, ctx, answer, answering).await;
                     }
                     gone = session.as_downstream_mut().read_body_or_idle(true) => {
                         if let Err(e) = gone {
@@ -230,6 +229,35 @@ impl Gateway {
         guard.0 = None; // the job owns the task now
         self.jobs.recorded(&id, JOB_RECORD_WAIT).await;
         self.send_job_status(session, ctx, 202, &id, &progress).await;
+        Ok(())
+    }
+
+    /// The memory tier's entry for a request that may use the cache (`None` without a cache,
+    /// with `Cache-Control: no-store`, or when memory does not hold it).
+    async fn memory_hit(&self, request: &SynthRequest) -> Option<Synthesized> {
+        let cache = self.cache.as_ref().filter(|_| !request.no_store)?;
+        let (key, _) = request.cache_key.as_ref()?;
+        cache.memory_hit(key).await
+    }
+
+    /// Writes a whole answer: streamed (in one go, as the route frames a stream) or as one body.
+    async fn answer_whole(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        answer: Synthesized,
+        answering: Answering,
+    ) -> Result<(), ApiError> {
+        if answering.stream {
+            let head = super::stream::StreamHead {
+                headers: answer_headers(ctx, &answer),
+            };
+            let streamed = self
+                .stream_whole(session, ctx, &answer, head, answering.format)
+                .await;
+            return super::stream::settle(session, ctx, streamed);
+        }
+        self.send_answer(session, ctx, answer, answering.format).await;
         Ok(())
     }
 

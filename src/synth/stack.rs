@@ -16,15 +16,15 @@ use crate::cache::{Cache, CacheKey};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// A request's cache key and the parameters it stands for (for the disk tier's index).
-pub type PrecomputedKey = (CacheKey, serde_json::Value);
+/// A request's cache key and the hex sha256 of its prompt audio (see `cache::key`).
+pub type PrecomputedKey = (CacheKey, String);
 
 /// One validated request with its caller and pool, owned so it can run in its own task.
 pub struct SynthRequest {
     pub req: GenerateRequest,
     /// The pool and its backend request (see `PoolSet::prepare`).
     pub prepared: Prepared,
-    /// The cache key and its description, when computed already (off the worker threads).
+    /// The cache key and its prompt's hex sha256, when computed already (off the worker threads).
     pub cache_key: Option<PrecomputedKey>,
     /// Whose entries this request may see when the cache is shared per tenant.
     pub cache_scope: String,
@@ -84,10 +84,10 @@ impl Synthesizer {
             }
             return result.map(|(s, _)| s);
         };
-        let (key, params) = cache_key.unwrap_or_else(|| {
-            let pool = &prepared.pool;
-            cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req)
-        });
+        let pool = &prepared.pool;
+        let (key, prompt_sha256) =
+            cache_key.unwrap_or_else(|| cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req));
+        let params = crate::cache::key::describe(&pool.name, &req, &prompt_sha256);
         drop(req);
         let fill = move |live| backends(pools, prepared, client, request_id, progress, live);
         cache.get_or_synthesize(key, params, fill, listen).await
