@@ -28,7 +28,7 @@
 set -euo pipefail
 # shellcheck source=benches/lib.sh disable=SC1091
 . "$(dirname "${BASH_SOURCE[0]}")/../benches/lib.sh"
-ALL="cache_hit miss overload coalescing idle stream_ttfb"
+ALL="cache_hit miss overload coalescing idle stream_ttfb profile"
 OUT=${BENCH_OUT:-$ROOT/benches/results}
 PARTS=("$@")
 ((${#PARTS[@]} > 0)) || read -r -a PARTS <<<"$ALL"
@@ -41,7 +41,7 @@ COMMAND="scripts/bench.sh${*:+ $*}"
 for v in $(compgen -e | grep '^BENCH_' | sort); do COMMAND="$v=${!v} $COMMAND"; done
 
 # --- tools -----------------------------------------------------------------------------------
-ensure_debs wrk nginx libnginx-mod-http-js haproxy gnuplot-nox curl python3 procps
+ensure_debs wrk nginx libnginx-mod-http-js haproxy gnuplot-nox curl python3 procps linux-perf strace
 if [[ " ${PARTS[*]} " == *" miss "* ]] && ! command -v oha >/dev/null 2>&1; then
     if [[ ! -x $HOME/.cargo/bin/oha ]]; then
         say "cargo install oha --locked"
@@ -103,6 +103,7 @@ if ((REPORT_ONLY == 0)); then
             coalescing) part coalescing "$ROOT/benches/coalescing.sh" ;;
             idle) part idle "$ROOT/benches/idle_connections.sh" ;;
             stream_ttfb) part stream_ttfb "$ROOT/benches/stream_ttfb.sh" "${BENCH_STREAM_ROUNDS:-20}" ;;
+            profile) part profile "$ROOT/benches/profile.sh" ;;
         esac
     done
 fi
