@@ -88,9 +88,9 @@ for b in hit zs-hit; do
     grep -qi '^x-cache: HIT' "$TMP/$b.h" || { cat "$TMP/$b.h" >&2; die "$b: the second request was not a HIT"; }
 done
 
-# profile NAME PORT PID CONNECTIONS
+# profile NAME PORT PID CONNECTIONS: the perf profile and system calls of one path (PORT: its gateway)
 profile() {
-    local name=$1 port=$2 pid=$3 conns=$4 url="http://127.0.0.1:$2/generate"
+    local name=$1 pid=$3 conns=$4 url="http://127.0.0.1:$2/generate"
     # perf during one run
     on_load_cpu wrk -t1 -c"$conns" -d"$((DURATION + 2))s" -s "$TMP/$name.lua" "$url" >"$TMP/$name.wrk" &
     local load=$!

@@ -125,9 +125,10 @@ async fn disk_evicts_the_least_recently_used_entry() {
     b_again.expect("MISS");
     assert_eq!(b_again.body, rb.body);
     assert_eq!(requests(&sim).await, 4);
+    // The store renames B's file into place, then evicts: wait for both.
     stored(disk.path(), &rb.key()).await;
+    settled("C evicted", || !on_disk(disk.path(), &rc.key())).await;
     assert!(on_disk(disk.path(), &ra.key()) && on_disk(disk.path(), &rb.key()));
-    assert!(!on_disk(disk.path(), &rc.key()), "C was evicted");
     let wav_bytes: u64 = [&ra, &rb, &rc]
         .iter()
         .filter_map(|r| read_entry(disk.path(), &r.key()))
