@@ -347,6 +347,7 @@ async fn a_scripted_run_is_counted_exactly_and_logged_line_by_line() {
         "error",
         "cache",
         "cache_tier",
+        "degraded",
         "pool",
         "backend",
         "attempts",

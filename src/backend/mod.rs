@@ -25,6 +25,7 @@ use pingora::services::background::GenBackgroundService;
 pub use pool::BackendPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
+pub use synthesize::PoolFailure;
 
 /// Audio produced by a backend, or by the fallback voice.
 #[derive(Debug, Clone)]

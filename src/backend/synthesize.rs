@@ -1,6 +1,7 @@
 //! One request's way through a pool: a GPU slot, an attempt, and on a retryable failure another
 //! attempt on another backend, all under one deadline (`pools.NAME.deadline`) and the pool's
-//! retry budget; then the fallback voice when no backend could serve.
+//! retry budget; what happens when no backend could serve is the degradation ladder's
+//! (`synth::degrade`), with the fallback voice ([`PoolSet::fallback_voice`]) as its last rung.
 //!
 //! Whose fault a failure is: a failure that cannot be the request's (connection refused, 5xx,
 //! timeout, an endless answer) is blamed on its backend at once (breaker, failure streak,
@@ -26,6 +27,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Why a pool gave no answer.
+#[derive(Debug)]
+pub enum PoolFailure {
+    /// Told to the client as it is: the request's own fault, a refusal, a full queue.
+    Final(SynthError),
+    /// No backend could serve it (none healthy or breaker-closed, the deadline passed, every
+    /// attempt failed): the degradation ladder may answer instead of the error.
+    Unserved(SynthError),
+}
 
 /// How a failure that may be the request's fault looked, to compare it across backends.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,9 +109,10 @@ impl PoolSet {
     /// Synthesizes a prepared request: waits for a GPU slot on a healthy, breaker-closed backend
     /// (fairly across `client`s), sends it, and retries a retryable failure on another backend
     /// up to `retry.attempts` times while the pool's retry budget allows, all within the pool's
-    /// request deadline. When no backend can serve, or every attempt failed, the fallback voice
-    /// answers if one is configured. Runs in the request's production task; may block only on
-    /// the queue, the backend and the fallback process.
+    /// request deadline. When no backend can serve, or every attempt failed, the failure is
+    /// [`PoolFailure::Unserved`]: the caller's degradation ladder (`synth::degrade`) may still
+    /// answer it. Runs in the request's production task; may block only on the queue and the
+    /// backend.
     pub async fn synthesize(
         &self,
         prepared: &Prepared,
@@ -108,8 +120,8 @@ impl PoolSet {
         request_id: &str,
         progress: &dyn Report,
         live: &LiveAudio,
-    ) -> Result<Synthesis, SynthError> {
-        let Prepared { pool, text, .. } = prepared;
+    ) -> Result<Synthesis, PoolFailure> {
+        let Prepared { pool, .. } = prepared;
         let conf = &pool.conf;
         let deadline = Instant::now() + conf.request_deadline();
         pool.retry_budget.record_request();
@@ -138,7 +150,7 @@ impl PoolSet {
             let ticket = match pool.scheduler.ticket(client, tried.clone()) {
                 Ok(t) => t,
                 Err(QueueError::NoBackend) => break,
-                Err(e) => return Err(queue_error(pool, e)),
+                Err(e) => return Err(PoolFailure::Final(queue_error(pool, e))),
             };
             progress.queued(Arc::new(ticket.position_probe()));
             let queued_at = Instant::now();
@@ -148,7 +160,7 @@ impl PoolSet {
                     last = Some(deadline_error(pool));
                     break;
                 }
-                Err(e) => return Err(queue_error(pool, e)),
+                Err(e) => return Err(PoolFailure::Final(queue_error(pool, e))),
             };
             let waited = queued_at.elapsed();
             metrics::QUEUE_WAIT
@@ -185,14 +197,16 @@ impl PoolSet {
                     // The backend is fine; the request is not. Never retried; its body stays
                     // in the log (above), never in the answer.
                     slot.succeeded();
-                    return Err(SynthError::Rejected { status: *status });
+                    return Err(PoolFailure::Final(SynthError::Rejected { status: *status }));
                 }
                 AttemptError::Misconfigured(m) => {
                     // Every backend of the pool would answer the same: not retried, nobody
                     // blamed; the operator's fix is in the log.
                     log::error!("pool {}: {m}", pool.name);
                     slot.succeeded();
-                    return Err(SynthError::BackendFailed { summary: e.summary() });
+                    return Err(PoolFailure::Final(SynthError::BackendFailed {
+                        summary: e.summary(),
+                    }));
                 }
                 AttemptError::Timeout(_) if limit < conf.timeout.0 => {
                     // Cut by the request's deadline, not by the pool's timeout: no verdict.
@@ -213,7 +227,7 @@ impl PoolSet {
                              the request's fault, no backend blamed, not retried",
                             pool.name
                         );
-                        return Err(request_fault_error(&e));
+                        return Err(PoolFailure::Final(request_fault_error(&e)));
                     }
                     held.failures.push((addr, sig, e.kind()));
                 }
@@ -231,21 +245,35 @@ impl PoolSet {
             }
         }
         drop(held);
-        if let Some(fallback) = &self.fallback {
-            live.retake();
-            let wav = fallback.speak(text).await?;
-            warn!(
-                "request {request_id}: pool {} could not serve; answered with the fallback voice",
-                pool.name
-            );
-            return Ok(Synthesis {
-                wav,
-                backend: None,
-                degraded: true,
-                cacheable: fallback.cacheable,
-            });
-        }
-        Err(last.unwrap_or_else(|| queue_error(pool, QueueError::NoBackend)))
+        Err(PoolFailure::Unserved(
+            last.unwrap_or_else(|| queue_error(pool, QueueError::NoBackend)),
+        ))
+    }
+
+    /// The fallback voice's answer to a request its pool could not serve (None when no
+    /// `fallback:` is configured). Its audio replaces whatever `live` had.
+    pub async fn fallback_voice(
+        &self,
+        prepared: &Prepared,
+        request_id: &str,
+        live: &LiveAudio,
+    ) -> Option<Result<Synthesis, SynthError>> {
+        let fallback = self.fallback.as_ref()?;
+        live.retake();
+        let wav = match fallback.speak(&prepared.text).await {
+            Ok(wav) => wav,
+            Err(e) => return Some(Err(e)),
+        };
+        warn!(
+            "request {request_id}: pool {} could not serve; answered with the fallback voice",
+            prepared.pool.name
+        );
+        Some(Ok(Synthesis {
+            wav,
+            backend: None,
+            degraded: true,
+            cacheable: fallback.cacheable,
+        }))
     }
 }
 

@@ -12,6 +12,7 @@
 //! Redis lock is held until the store is done, so other instances wait for it too. At most
 //! `STORES_IN_FLIGHT` stores run behind their answers; beyond, a store runs before its answer.
 
+pub mod approx;
 pub mod disk;
 pub mod entry;
 pub mod key;
@@ -57,6 +58,8 @@ pub struct Cache {
     storing: Mutex<HashMap<CacheKey, CachedWav>>,
     /// One per store running after its answer.
     store_permits: Arc<tokio::sync::Semaphore>,
+    /// The degradation ladder's local index (`approx`).
+    approx: approx::ApproxIndex,
 }
 
 impl Cache {
@@ -79,6 +82,7 @@ impl Cache {
             ))),
             None => None,
         };
+        let approx = approx::ApproxIndex::restored(disk.as_deref());
         Ok(Self {
             memory: MemoryTier::new(conf.memory.max.0, ttl),
             disk,
@@ -92,6 +96,7 @@ impl Cache {
             flights: SingleFlight::default(),
             storing: Mutex::new(HashMap::new()),
             store_permits: Arc::new(tokio::sync::Semaphore::new(STORES_IN_FLIGHT)),
+            approx,
         })
     }
 
@@ -187,7 +192,7 @@ impl Cache {
             async move {
                 let out = this.fill(key, params, synthesis).await;
                 match &out {
-                    Ok((answer, _)) => live.finish(&answer.wav, answer.degraded),
+                    Ok((answer, _)) => live.finish(&answer.wav, answer.degradation()),
                     Err(e) => live.fail(e.clone()),
                 }
                 out
@@ -244,7 +249,8 @@ impl Cache {
             None => None,
         };
         let (mut answer, cacheable) = synthesize.await?;
-        answer.key = Some(key);
+        // An approximate answer keeps the key of the entry that stood in (and is not stored).
+        answer.key.get_or_insert(key);
         if cacheable {
             let entry = CachedWav {
                 wav: answer.wav.clone(),
@@ -322,6 +328,7 @@ impl Cache {
         if let Some(redis) = &self.redis {
             redis.put(key, entry).await;
         }
+        self.file_families(key, entry, params).await;
     }
 
     /// Removes one key from every tier; true if any tier had it.
@@ -355,6 +362,7 @@ impl Cache {
     }
 
     pub async fn purge_all(&self) {
+        self.approx.clear();
         self.memory.purge_all();
         if let Some(disk) = &self.disk {
             disk.purge_all().await;
@@ -390,6 +398,7 @@ fn from_tier(hit: CachedWav, tier: &'static str, key: CacheKey) -> Synthesized {
         degraded: hit.degraded,
         created: hit.created,
         key: Some(key),
+        approximate: None,
     }
 }
 

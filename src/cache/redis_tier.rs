@@ -3,9 +3,12 @@
 //! `cosygate:cache:<key>` with fields `wav`, `created` (unix ms) and `sha256`, expiring with the
 //! cache TTL; values above `max_value` are not sent. Every call is bounded by the link's timeout;
 //! when Redis is away the request goes on without this tier. The lock is `redis_lock`'s (a token,
-//! released by compare), on `cosygate:lock:<key>`.
+//! released by compare), on `cosygate:lock:<key>`. The degradation ladder's shared index is a
+//! list per family, `cosygate:approx:<family>` (see `cache::approx`).
 
+use super::approx::PER_FAMILY;
 use super::entry::{CacheKey, CachedWav};
+use super::key::Families;
 use crate::api::wav;
 use crate::redis_link::RedisLink;
 use crate::redis_lock::{self, LockAttempt, Release};
@@ -24,6 +27,11 @@ type EntryFields = (Option<Vec<u8>>, Option<u64>, Option<String>, Option<u8>);
 
 fn entry_key(key: &CacheKey) -> String {
     format!("cosygate:cache:{}", key.hex())
+}
+
+/// The list of a family's most recent exact keys (see `cache::approx`).
+fn family_key(family: &CacheKey) -> String {
+    format!("cosygate:approx:{}", family.hex())
 }
 
 fn lock_key(key: &CacheKey) -> String {
@@ -97,20 +105,59 @@ impl RedisTier {
         let _: Option<()> = self.link.query(&pipe).await;
     }
 
+    /// Files `key` first in both of its families' lists (once each, at most `PER_FAMILY`),
+    /// which expire with the cache TTL.
+    pub async fn file_families(&self, key: &CacheKey, families: Families) {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for family in [families.same_voice, families.same_text] {
+            let list = family_key(&family);
+            pipe.cmd("LREM").arg(&list).arg(0).arg(key.hex()).ignore();
+            pipe.cmd("LPUSH").arg(&list).arg(key.hex()).ignore();
+            pipe.cmd("LTRIM").arg(&list).arg(0).arg(PER_FAMILY - 1).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&list)
+                .arg(self.ttl.as_millis() as u64)
+                .ignore();
+        }
+        let _: Option<()> = self.link.query(&pipe).await;
+    }
+
+    /// The exact keys filed under `family` by any instance, most recent first (none when Redis
+    /// is away).
+    pub async fn family_candidates(&self, family: &CacheKey) -> Vec<CacheKey> {
+        let cmd = redis::cmd("LRANGE")
+            .arg(family_key(family))
+            .arg(0)
+            .arg(PER_FAMILY - 1)
+            .clone();
+        let keys: Option<Vec<String>> = self.link.query(&cmd).await;
+        keys.unwrap_or_default()
+            .iter()
+            .filter_map(|k| CacheKey::from_hex(k))
+            .collect()
+    }
+
     pub async fn remove(&self, key: &CacheKey) -> bool {
         let n: Option<u64> = self.link.query(redis::cmd("UNLINK").arg(entry_key(key))).await;
         n.unwrap_or(0) > 0
     }
 
-    /// Removes every cache entry (SCAN, then UNLINK in batches).
+    /// Removes every cache entry and the approximate indexes; returns the entries removed.
     pub async fn purge_all(&self) -> usize {
+        self.unlink_matching("cosygate:approx:*").await;
+        self.unlink_matching("cosygate:cache:*").await
+    }
+
+    /// Removes every key matching `pattern` (SCAN, then UNLINK in batches).
+    async fn unlink_matching(&self, pattern: &str) -> usize {
         let mut cursor = 0u64;
         let mut removed = 0;
         loop {
             let scan = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg("cosygate:cache:*")
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(500)
                 .clone();

@@ -2,6 +2,7 @@
 //! carrying their line, and `${VAR}` substitution.
 
 use super::*;
+use crate::config::Rung;
 
 const GOOD: &str = "threads: 2\ncosygate:\n  listen:\n    - addr: 127.0.0.1:8080\n  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n      backends:\n        - addr: 127.0.0.1:50000\n";
 
@@ -85,4 +86,32 @@ fn triton_options_belong_to_triton_pools_and_model_names_stay_in_their_path() {
         "protocol: triton\n      model_name: ../x",
     ));
     assert!(e.message.contains("model_name may only contain"), "{e}");
+}
+
+#[test]
+fn the_degradation_ladder_defaults_to_same_voice_then_fallback_and_lists_each_rung_once() {
+    let (_, g) = parse("t.yaml", GOOD).expect("parses");
+    let degrade = &g.pools.0["cosyvoice"].degrade;
+    assert_eq!(
+        (degrade.ladder.as_slice(), degrade.fallback),
+        (&[Rung::SameVoice][..], true)
+    );
+    let with = |ladder: &str| {
+        GOOD.replace(
+            "      backends:",
+            &format!("      degrade: {ladder}\n      backends:"),
+        )
+    };
+    let (_, g) = parse(
+        "t.yaml",
+        &with("{ ladder: [same_text, same_voice], fallback: false }"),
+    )
+    .expect("parses");
+    let degrade = &g.pools.0["cosyvoice"].degrade;
+    assert_eq!(degrade.ladder, vec![Rung::SameText, Rung::SameVoice]);
+    assert!(!degrade.fallback);
+    let e = parse_err(&with("{ ladder: [same_voice, same_voice] }"));
+    assert!(e.message.contains("`same_voice` is listed twice"), "{e}");
+    let e = parse_err(&with("{ ladder: [same_speaker] }"));
+    assert!(e.message.contains("same_speaker"), "{e}");
 }

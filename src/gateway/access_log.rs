@@ -66,6 +66,9 @@ pub struct AccessRecord<'a> {
     pub cache: &'a str,
     /// The tier of a hit (`memory`, `disk`, `redis`, `inflight`).
     pub cache_tier: &'a str,
+    /// How the answer was degraded: `same_voice`, `same_text` (approximate cached answers),
+    /// `fallback`, or empty.
+    pub degraded: &'static str,
     pub pool: &'a str,
     pub backend: String,
     pub attempts: u32,

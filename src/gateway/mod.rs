@@ -62,8 +62,8 @@ pub struct RequestCtx {
     /// A streamed answer that could not be completed: the exchange ends without its final
     /// chunk (see `stream.rs`).
     cut: bool,
-    /// A streamed answer's audio is the fallback voice's (`X-Degraded`).
-    degraded_stream: bool,
+    /// How the answer is degraded, if it is (`X-Degraded`; the access log's `degraded`).
+    degraded: Option<crate::synth::Degraded>,
     /// The error body this route answers with (OpenAI's routes: OpenAI's shape).
     error_shape: ErrorShape,
     /// The tenant label (`anonymous` until a token says otherwise), for the access log.
@@ -225,7 +225,7 @@ impl ProxyHttp for Gateway {
             early_error: None,
             error_shape: ErrorShape::Cosygate,
             cut: false,
-            degraded_stream: false,
+            degraded: None,
             tenant: "anonymous".to_string(),
             pool: String::new(),
             trace: None,
@@ -379,6 +379,7 @@ impl ProxyHttp for Gateway {
             error: ctx.code,
             cache: ctx.cache,
             cache_tier: ctx.tier,
+            degraded: ctx.degraded.map_or("", |d| d.reason()),
             pool: &ctx.pool,
             backend: trace
                 .and_then(Trace::backend)

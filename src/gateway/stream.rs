@@ -20,7 +20,7 @@
 use super::synthesis::{AudioFormat, PCM_CONTENT_TYPE};
 use super::{ApiError, Gateway, RequestCtx};
 use crate::api::wav;
-use crate::synth::{LiveReader, Next, PcmFormat, SynthError, Synthesized, Tap};
+use crate::synth::{Degraded, LiveReader, Next, PcmFormat, SynthError, Synthesized, Tap};
 use bytes::{Bytes, BytesMut};
 use log::{info, warn};
 use pingora::http::ResponseHeader;
@@ -129,8 +129,7 @@ impl Gateway {
                     if let Some((from, pcm)) = pending.take() {
                         let converted = convert(&pcm, from, format);
                         if !started {
-                            if let Err(e) = self.start_stream(session, ctx, &head, format, None, false).await
-                            {
+                            if let Err(e) = self.start_stream(session, ctx, &head, format, None, None).await {
                                 info!("request {}: client went away: {e}", ctx.request_id);
                                 return Streamed::Gone;
                             }
@@ -162,9 +161,7 @@ impl Gateway {
                 if !native || pending.is_some() {
                     let buf = pending.get_or_insert_with(|| (pcm_format, BytesMut::new()));
                     buf.1.extend_from_slice(&pcm);
-                    if degraded {
-                        ctx.degraded_stream = true;
-                    }
+                    ctx.degraded = ctx.degraded.or(degraded);
                     continue;
                 }
             }
@@ -192,7 +189,7 @@ impl Gateway {
         head: &StreamHead,
         format: AudioFormat,
         pcm_format: Option<PcmFormat>,
-        degraded: bool,
+        degraded: Option<Degraded>,
     ) -> pingora::Result<()> {
         let content_type = match format {
             AudioFormat::Wav => "audio/wav",
@@ -205,11 +202,28 @@ impl Gateway {
             resp.insert_header("Transfer-Encoding", "chunked")?;
         }
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        ctx.degraded = ctx.degraded.or(degraded);
+        let approximate = match ctx.degraded {
+            Some(Degraded::Approximate { key, .. }) => Some(key),
+            _ => None,
+        };
         for (name, value) in &head.headers {
+            // An approximate answer is a hit on the entry that stood in (below).
+            if approximate.is_some() && matches!(*name, "X-Cache" | "X-Cache-Tier" | "X-Cache-Key" | "Age") {
+                continue;
+            }
             resp.append_header(*name, value.as_str())?;
         }
-        if degraded || ctx.degraded_stream {
-            resp.insert_header("X-Degraded", "fallback")?;
+        if let Some(key) = approximate {
+            ctx.cache = "HIT";
+            resp.insert_header("X-Cache", "HIT")?;
+            resp.insert_header("X-Cache-Key", key.hex())?;
+        }
+        if let Some(degraded) = ctx.degraded {
+            resp.insert_header("X-Degraded", degraded.kind())?;
+            if approximate.is_some() {
+                resp.insert_header("X-Degraded-Reason", degraded.reason())?;
+            }
         }
         ctx.status = 200;
         crate::metrics::STREAM_FIRST_AUDIO
@@ -242,7 +256,7 @@ impl Gateway {
         format: AudioFormat,
     ) -> Streamed {
         let live = crate::synth::LiveAudio::new();
-        live.finish(&answer.wav, answer.degraded);
+        live.finish(&answer.wav, answer.degradation());
         self.stream_audio(session, ctx, live.reader(), head, format).await
     }
 }

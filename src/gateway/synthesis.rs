@@ -14,7 +14,7 @@ use crate::admission::Caller;
 use crate::api::GenerateRequest;
 use crate::backend::{BackendPool, Prepared};
 use crate::jobs::{self, status_of, JobStatus, Phase, Progress};
-use crate::synth::{PrecomputedKey, Source, SynthRequest, Synthesized, Trace, Traced};
+use crate::synth::{Degraded, PrecomputedKey, Source, SynthRequest, Synthesized, Trace, Traced};
 use bytes::Bytes;
 use log::info;
 use parking_lot::Mutex;
@@ -262,7 +262,7 @@ impl Gateway {
     }
 
     /// Writes a synthesized answer in `format`, with `X-Cache`, `X-Cache-Tier`, `Age`,
-    /// `X-Degraded` and `X-Cache-Key` as its source says, and notes the source for the access log.
+    /// `X-Degraded` (and `X-Degraded-Reason`) and `X-Cache-Key` as its source says, and notes the source for the access log.
     pub(super) async fn send_answer(
         &self,
         session: &mut Session,
@@ -339,8 +339,12 @@ pub(super) fn answer_headers(ctx: &mut RequestCtx, answer: &Synthesized) -> Vec<
         }
     };
     headers.insert(0, ("X-Cache", ctx.cache.to_string()));
-    if answer.degraded {
-        headers.push(("X-Degraded", "fallback".to_string()));
+    ctx.degraded = answer.degradation();
+    if let Some(degraded) = ctx.degraded {
+        headers.push(("X-Degraded", degraded.kind().to_string()));
+        if matches!(degraded, Degraded::Approximate { .. }) {
+            headers.push(("X-Degraded-Reason", degraded.reason().to_string()));
+        }
     }
     if let Some(key) = answer.key {
         headers.push(("X-Cache-Key", key.hex()));

@@ -12,7 +12,7 @@
 
 use super::{JobFailed, JobStatus};
 use crate::cache::CacheKey;
-use crate::config::GatewayConf;
+use crate::config::{GatewayConf, Rung};
 use crate::redis_link::RedisLink;
 use crate::synth::{Source, Synthesized};
 use async_trait::async_trait;
@@ -50,6 +50,9 @@ struct Record {
 struct AnswerMeta {
     source: SourceRecord,
     degraded: bool,
+    /// The rung of the degradation ladder that answered (`X-Degraded: approximate`).
+    #[serde(default)]
+    approximate: Option<Rung>,
     created_unix_ms: u64,
     key: Option<String>,
     wav_sha256: String,
@@ -362,6 +365,7 @@ fn meta_of(answer: &Synthesized) -> AnswerMeta {
     AnswerMeta {
         source,
         degraded: answer.degraded,
+        approximate: answer.approximate,
         created_unix_ms: answer
             .created
             .duration_since(UNIX_EPOCH)
@@ -388,6 +392,7 @@ fn answer_of(meta: AnswerMeta, wav: Bytes) -> Synthesized {
         degraded: meta.degraded,
         created: UNIX_EPOCH + Duration::from_millis(meta.created_unix_ms),
         key: meta.key.as_deref().and_then(CacheKey::from_hex),
+        approximate: meta.approximate,
     }
 }
 

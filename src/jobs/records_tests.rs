@@ -47,6 +47,7 @@ async fn a_job_reads_back_running_then_done_for_its_owner_only() {
         wav: wav.clone(),
         source: Source::Backend("127.0.0.1:50000".parse().expect("addr")),
         degraded: false,
+        approximate: None,
         created: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
         key: CacheKey::from_hex(&"ab".repeat(32)),
     };
@@ -89,6 +90,7 @@ async fn ids_that_are_not_ours_and_damaged_audio_read_as_nothing() {
         outcome: Some(Ok(AnswerMeta {
             source: SourceRecord::Fallback,
             degraded: true,
+            approximate: None,
             created_unix_ms: 0,
             key: None,
             wav_sha256: "00".repeat(32),

@@ -32,6 +32,7 @@ fn task(
             wav: bytes::Bytes::from(vec![7u8; len]),
             source: crate::synth::Source::Fallback,
             degraded: false,
+            approximate: None,
             created: std::time::SystemTime::now(),
             key: None,
         }));

@@ -132,6 +132,18 @@ metric! {
 }
 
 metric! {
+    /// Answers given by the degradation ladder when the pool could not serve, by pool and rung
+    /// (`same_voice`, `same_text`: approximate cached answers; `fallback`: the fallback voice).
+    DEGRADED: IntCounterVec = IntCounterVec::new(
+        opts(
+            "cosygate_degraded_total",
+            "Answers the pool could not serve that the degradation ladder gave, by pool and rung (same_voice, same_text, fallback)",
+        ),
+        &["pool", "rung"],
+    )
+}
+
+metric! {
     /// Retries not sent because the pool's retry budget was spent, by pool.
     RETRY_BUDGET_EXHAUSTED: IntCounterVec = IntCounterVec::new(
         opts(
@@ -187,6 +199,7 @@ pub(super) fn touch() {
         &*CIRCUIT_OPEN,
         &*CIRCUIT_STATE,
         &*BACKEND_ERRORS,
+        &*DEGRADED,
         &*BACKEND_RESTARTS,
     );
     let _ = (

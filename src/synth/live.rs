@@ -12,7 +12,7 @@
 //! - Bounded: only the current take is held, and an attempt's audio is capped by the pool's
 //!   `max_audio_seconds` before it is pushed here.
 
-use super::SynthError;
+use super::{Degraded, SynthError};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -36,8 +36,8 @@ enum End {
 struct Take {
     number: u64,
     format: Option<PcmFormat>,
-    /// From the fallback voice.
-    degraded: bool,
+    /// From the fallback voice, or a cached entry standing in.
+    degraded: Option<Degraded>,
     chunks: Vec<Bytes>,
     bytes: usize,
 }
@@ -58,11 +58,12 @@ pub struct LiveAudio {
 /// What a reader gets next.
 #[derive(Debug)]
 pub enum Next {
-    /// More audio, in `format`; `degraded` when it is the fallback voice's.
+    /// More audio, in `format`; `degraded` when it is the fallback voice's or an approximate
+    /// cached answer's.
     Audio {
         pcm: Bytes,
         format: PcmFormat,
-        degraded: bool,
+        degraded: Option<Degraded>,
     },
     /// The synthesis ended whole: every byte has been read.
     End,
@@ -114,7 +115,7 @@ impl LiveAudio {
     /// Ends the synthesis with its complete answer: a take that streamed its PCM already just
     /// ends; otherwise the WAV's samples are published now, as one chunk. A second end is
     /// ignored.
-    pub fn finish(&self, wav: &[u8], degraded: bool) {
+    pub fn finish(&self, wav: &[u8], degraded: Option<Degraded>) {
         {
             let mut s = self.state.lock();
             if s.end.is_some() {
@@ -266,7 +267,7 @@ mod tests {
         live.push(F, Bytes::from_static(b"ab"));
         let mut late = live.reader();
         live.push(F, Bytes::from_static(b"cd"));
-        live.finish(b"", false);
+        live.finish(b"", None);
         for reader in [&mut early, &mut late] {
             let mut got = Vec::new();
             loop {
@@ -289,7 +290,7 @@ mod tests {
         assert!(matches!(started.next().await, Next::Audio { .. }));
         live.retake();
         live.push(F, Bytes::from_static(b"yy"));
-        live.finish(b"", false);
+        live.finish(b"", None);
         assert!(matches!(started.next().await, Next::Cut));
         match waiting.next().await {
             Next::Audio { pcm, .. } => assert_eq!(&pcm[..], b"yy"),
@@ -306,7 +307,7 @@ mod tests {
         let wav = crate::api::wav::pcm16_to_wav(&pcm, 22050).expect("wav");
         let waiter = tokio::spawn(async move { reader.next().await });
         tokio::task::yield_now().await;
-        live.finish(&wav, true);
+        live.finish(&wav, Some(Degraded::Fallback));
         match waiter.await.expect("task") {
             Next::Audio {
                 pcm: got,
@@ -315,7 +316,7 @@ mod tests {
             } => {
                 assert_eq!(&got[..], &pcm[..]);
                 assert_eq!(format.sample_rate, 22050);
-                assert!(degraded);
+                assert_eq!(degraded, Some(Degraded::Fallback));
             }
             other => panic!("{other:?}"),
         }

@@ -6,10 +6,13 @@
 //! - `stack.rs`: the [`Synthesizer`], layers around the backends: the cache with single flight
 //!   (or its bypass) around the pool's deadline, retries and fallback (`backend/`), all
 //!   reporting progress through [`Report`] so a 202 job can tell where it is.
+//! - `degrade.rs`: the degradation ladder, when the pool cannot serve: approximate cached
+//!   answers (`cache::approx`), then the fallback voice, then the error.
 //! - `live.rs`: [`LiveAudio`], a synthesis's audio as it is produced, for streaming callers.
 //! - `trace.rs`: a [`Report`] that also keeps attempts, backend and queue wait for the access
 //!   log.
 
+mod degrade;
 mod error;
 pub mod live;
 mod stack;
@@ -21,6 +24,7 @@ pub use stack::{PrecomputedKey, SynthRequest, Synthesizer};
 pub use trace::{Trace, Traced};
 
 use crate::cache::CacheKey;
+use crate::config::Rung;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,11 +52,51 @@ pub struct Synthesized {
     pub degraded: bool,
     /// When the audio was synthesized (`Age`).
     pub created: SystemTime,
-    /// The cache key, when the cache was used (None: bypassed).
+    /// The cache key, when the cache was used (None: bypassed); for an approximate answer, the
+    /// key of the entry that stood in.
     pub key: Option<CacheKey>,
+    /// A cached entry of this rung of the degradation ladder stood in for the exact answer
+    /// (`X-Degraded: approximate`); never stored under the request's own key.
+    pub approximate: Option<Rung>,
+}
+
+/// Why an answer is not the audio asked for (`X-Degraded`, `X-Degraded-Reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Degraded {
+    /// The fallback voice spoke it (`X-Degraded: fallback`).
+    Fallback,
+    /// A cached entry close to it stood in (`X-Degraded: approximate`), filed under `key`.
+    Approximate { rung: Rung, key: CacheKey },
+}
+
+impl Degraded {
+    /// `X-Degraded`'s value.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Degraded::Fallback => "fallback",
+            Degraded::Approximate { .. } => "approximate",
+        }
+    }
+
+    /// `X-Degraded-Reason`'s value, the metrics' and the access log's: the rung that answered.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Degraded::Fallback => "fallback",
+            Degraded::Approximate { rung, .. } => rung.as_str(),
+        }
+    }
 }
 
 impl Synthesized {
+    /// How the answer is degraded, if it is.
+    pub fn degradation(&self) -> Option<Degraded> {
+        match (self.approximate, self.key) {
+            (Some(rung), Some(key)) => Some(Degraded::Approximate { rung, key }),
+            _ if self.degraded => Some(Degraded::Fallback),
+            _ => None,
+        }
+    }
+
     /// Seconds since the audio was synthesized (the `Age` header).
     pub fn age_secs(&self) -> u64 {
         SystemTime::now()

@@ -4,17 +4,19 @@
 //! ```text
 //! Synthesizer::synthesize(SynthRequest, Report)
 //!   └─ cache (cache/): key → memory → disk → redis; single flight; or its bypass (no-store)
-//!        └─ backends (backend/synthesize.rs): GPU slot, attempts, retries, deadline, fallback
+//!        └─ backends (backend/synthesize.rs): GPU slot, attempts, retries, deadline
+//!             └─ when the pool cannot serve: the degradation ladder (degrade.rs): approximate
+//!                cached answers, the fallback voice, the error
 //! ```
 //!
 //! The job layer (`jobs::track`) wraps it from outside, recording the result for pollers.
 
-use super::{Listen, LiveAudio, Report, Source, SynthError, Synthesized, Tap};
+use super::degrade::{self, Approximations};
+use super::{Listen, LiveAudio, Report, SynthError, Synthesized, Tap};
 use crate::api::GenerateRequest;
 use crate::backend::{PoolSet, Prepared};
 use crate::cache::{Cache, CacheKey};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// A request's cache key and the hex sha256 of its prompt audio (see `cache::key`).
 pub type PrecomputedKey = (CacheKey, String);
@@ -77,9 +79,9 @@ impl Synthesizer {
                     joined: false,
                 });
             }
-            let result = backends(pools, prepared, client, request_id, progress, live.clone()).await;
+            let result = backends(pools, prepared, client, request_id, progress, live.clone(), None).await;
             match &result {
-                Ok((s, _)) => live.finish(&s.wav, s.degraded),
+                Ok((s, _)) => live.finish(&s.wav, s.degradation()),
                 Err(e) => live.fail(e.clone()),
             }
             return result.map(|(s, _)| s);
@@ -87,16 +89,34 @@ impl Synthesizer {
         let pool = &prepared.pool;
         let (key, prompt_sha256) =
             cache_key.unwrap_or_else(|| cache.key(&cache_scope, &pool.name, &pool.conf.model_version, &req));
-        let params = crate::cache::key::describe(&pool.name, &req, &prompt_sha256);
+        let model_version = &pool.conf.model_version;
+        let families = cache.families(&cache_scope, &pool.name, model_version, &req, &prompt_sha256);
+        let params = crate::cache::key::describe(&pool.name, &req, &prompt_sha256, families);
         drop(req);
-        let fill = move |live| backends(pools, prepared, client, request_id, progress, live);
+        let approximations = Approximations {
+            cache: cache.clone(),
+            exact: key,
+            families,
+        };
+        let fill = move |live| {
+            backends(
+                pools,
+                prepared,
+                client,
+                request_id,
+                progress,
+                live,
+                Some(approximations),
+            )
+        };
         cache.get_or_synthesize(key, params, fill, listen).await
     }
 }
 
-/// The innermost layer: the pool's queue, attempts, retries, deadline and fallback, pushing
-/// audio to `live` as a backend streams it. Returns the answer and whether the cache may keep
-/// it (fallback audio only with `fallback.cache`).
+/// The innermost layer: the pool's queue, attempts, retries and deadline, pushing audio to
+/// `live` as a backend streams it; when the pool cannot serve, the degradation ladder
+/// (`degrade.rs`). Returns the answer and whether the cache may keep it (fallback audio only
+/// with `fallback.cache`; an approximate answer never).
 async fn backends(
     pools: Arc<PoolSet>,
     prepared: Prepared,
@@ -104,16 +124,18 @@ async fn backends(
     request_id: String,
     progress: Arc<dyn Report>,
     live: Arc<LiveAudio>,
+    approximations: Option<Approximations>,
 ) -> Result<(Synthesized, bool), SynthError> {
-    let s = pools
+    let outcome = pools
         .synthesize(&prepared, &client, &request_id, &*progress, &live)
-        .await?;
-    let answer = Synthesized {
-        wav: s.wav,
-        source: s.backend.map_or(Source::Fallback, Source::Backend),
-        degraded: s.degraded,
-        created: SystemTime::now(),
-        key: None,
-    };
-    Ok((answer, s.cacheable))
+        .await;
+    degrade::answer(
+        &pools,
+        &prepared,
+        outcome,
+        approximations.as_ref(),
+        &request_id,
+        &live,
+    )
+    .await
 }

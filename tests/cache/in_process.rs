@@ -127,6 +127,7 @@ async fn a_miss_is_looked_up_once_and_its_joiners_need_no_store() {
         degraded: false,
         created: e.created,
         key: None,
+        approximate: None,
     };
     let miss = cache
         .get_or_synthesize(key, json!({}), |_| async move { Ok((made, true)) }, None)

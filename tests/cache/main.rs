@@ -3,7 +3,8 @@
 //! user sees (status, `X-Cache`, `Age`, `X-Cache-Key`, the exact bytes) or what the backend
 //! itself counted (`/__sim/stats`), plus the disk tier's files where the README promises a
 //! layout. `in_process` drives `cosygate::cache::Cache` in-process, as the admin purge will;
-//! `crash` SIGKILLs a gateway while it stores and checks what the disk tier kept.
+//! `crash` SIGKILLs a gateway while it stores and checks what the disk tier kept; `degrade` walks
+//! the degradation ladder (approximate cached answers when no backend can serve).
 //!
 //! One concern per module; `support` holds what several of them use.
 
@@ -11,6 +12,7 @@
 mod common;
 
 mod crash;
+mod degrade;
 mod disk;
 mod hits;
 mod in_process;

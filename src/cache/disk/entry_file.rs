@@ -43,6 +43,11 @@ pub(super) struct Header {
 }
 
 impl Header {
+    /// The approximate families the description files the entry under (not for fallback audio).
+    pub(super) fn families(&self) -> Option<crate::cache::key::Families> {
+        crate::cache::key::Families::from_description(&self.params).filter(|_| !self.degraded)
+    }
+
     fn created(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.created_unix_ms)
     }

@@ -21,6 +21,7 @@ mod scan;
 mod tests;
 
 use super::entry::{CacheKey, CachedWav};
+use super::key::Families;
 use index::{Index, Writing};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
@@ -39,6 +40,9 @@ pub struct DiskTier {
     max_bytes: u64,
     ttl: Duration,
     index: Mutex<Index>,
+    /// The approximate families of the entries found at `open`, least recently used first,
+    /// until the cache takes them for its index ([`DiskTier::take_found_families`]).
+    found_families: Mutex<Vec<(CacheKey, Families)>>,
 }
 
 impl DiskTier {
@@ -53,16 +57,19 @@ impl DiskTier {
         })
         .await
         .map_err(io::Error::other)??;
-        found.sort_by_key(|&(_, _, used)| used);
+        found.sort_by_key(|&(_, _, used, _)| used);
         let mut index = Index::default();
-        for (key, size, _) in found {
+        let mut families = Vec::new();
+        for (key, size, _, filed) in found {
             index.touch(key, size);
+            families.extend(filed.map(|f| (key, f)));
         }
         let tier = DiskTier {
             root,
             max_bytes,
             ttl,
             index: Mutex::new(index),
+            found_families: Mutex::new(families),
         };
         tier.enforce_cap().await;
         info!(
@@ -72,6 +79,12 @@ impl DiskTier {
             tier.bytes()
         );
         Ok(tier)
+    }
+
+    /// The approximate families of the entries found at `open` (once; least recently used
+    /// first, so filing them in order leaves the most recent first).
+    pub fn take_found_families(&self) -> Vec<(CacheKey, Families)> {
+        std::mem::take(&mut *self.found_families.lock())
     }
 
     /// The entry, if the disk has a valid, unexpired one; marks it most recently used.

@@ -4,6 +4,7 @@
 
 use super::entry_file::{self, remove_quiet, settle, EXTENSION};
 use crate::cache::entry::CacheKey;
+use crate::cache::key::Families;
 use log::{info, warn};
 use std::fs;
 use std::io;
@@ -13,8 +14,9 @@ use std::time::{Duration, SystemTime};
 /// Temp files younger than this may belong to a write in progress (perhaps another process's).
 const STALE: Duration = Duration::from_secs(60);
 
-/// An entry found at `open`: key, WAV size, last used.
-pub(super) type Found = (CacheKey, u64, SystemTime);
+/// An entry found at `open`: key, WAV size, last used, and the approximate families its
+/// description files it under.
+pub(super) type Found = (CacheKey, u64, SystemTime, Option<Families>);
 
 enum Name {
     Entry(CacheKey),
@@ -104,7 +106,7 @@ fn scan_shards(shards: &[PathBuf], ttl: Duration) -> (Vec<Found>, usize) {
                     remove_quiet(&path);
                 }
                 Name::Entry(key) => match entry_file::read_header(&path, ttl) {
-                    Ok((header, used)) => found.push((key, header.size, used)),
+                    Ok((header, used)) => found.push((key, header.size, used, header.families())),
                     Err(entry_file::Fault::Io(e)) => {
                         let fault = entry_file::Fault::Damaged(format!("unreadable: {e}"));
                         dropped += usize::from(settle(&path, &key, &fault));

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 mod admission;
 mod cache;
+mod degrade;
 mod pools;
 mod services;
 mod voices;
 
 pub use admission::*;
 pub use cache::*;
+pub use degrade::*;
 pub use pools::*;
 pub use services::*;
 pub use voices::*;

@@ -94,6 +94,10 @@ pub struct PoolConf {
     /// `protocol: triton`: the model Triton serves (CosyVoice's runtime names it `cosyvoice3`).
     #[serde(default = "default_model_name")]
     pub model_name: String,
+    /// When the pool cannot serve a request and its exact key misses: approximate cached
+    /// answers, then the fallback voice (see `DegradeConf`).
+    #[serde(default)]
+    pub degrade: super::DegradeConf,
     pub backends: NonEmpty<BackendConf>,
 }
 
