@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the gateway's per-request CPU work, through public APIs only:
 //! parsing and validating `/generate` bodies (~2 KB sft, ~200 KB and ~10 MB zero-shot with a
 //! prompt WAV), the cache key, the WAV checks (`parse_wav`, `header_info`) and wrapping PCM
-//! into a WAV (`pcm16_to_wav`).
+//! into a WAV (`pcm16_to_wav`), and the degradation ladder's bookkeeping (`degrade`: a request's
+//! approximate families, and finding a family's candidates in a full local index).
 //!
 //! Run with `cargo bench --bench hot_path` (add a filter to run some: `-- parse/`). `cargo
 //! test` builds this file but does not run it; `cargo test --benches` runs each benchmark
@@ -9,7 +10,9 @@
 
 use base64::Engine;
 use cosygate::api::{GenerateRequest, RequestLimits};
-use cosygate::cache::key::cache_key;
+use cosygate::cache::approx::{ApproxIndex, MAX_FAMILIES};
+use cosygate::cache::key::{cache_key, prompt_sha256, Families};
+use cosygate::cache::CacheKey;
 use cosygate_wav::{header_info, parse_wav, pcm16_to_wav};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -136,5 +139,36 @@ fn wav(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(hot_path, parse, key, wav);
+fn degrade(c: &mut Criterion) {
+    let mut group = c.benchmark_group("degrade");
+    let req = GenerateRequest::parse(&sft_body(), LIMITS).expect("the bench body is valid");
+    let prompt = prompt_sha256(&req);
+    group.bench_function("families_sft_2KB", |b| {
+        b.iter(|| Families::of(None, black_box("default"), "cosyvoice3", black_box(&req), &prompt));
+    });
+    // The local index at its bound: every lookup of a stored family, as a rung makes it.
+    let index = ApproxIndex::default();
+    let key = |n: usize, tag: u8| {
+        let mut k = [tag; 32];
+        k[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        CacheKey(k)
+    };
+    for n in 0..MAX_FAMILIES / 2 {
+        let families = Families {
+            same_voice: key(n, 1),
+            same_text: key(n, 2),
+        };
+        index.file(key(n, 3), families);
+    }
+    let mut n = 0;
+    group.bench_function("candidates_in_a_full_index", |b| {
+        b.iter(|| {
+            n = (n + 7919) % (MAX_FAMILIES / 2);
+            black_box(index.candidates(&key(n, 1)))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(hot_path, parse, key, wav, degrade);
 criterion_main!(hot_path);
