@@ -308,8 +308,11 @@ WHY = {
         "write on both sides, which needs changes inside Pingora's HTTP/1 sessions."
     ),
     "idle": (
-        "an idle HTTP/2 connection holds Pingora's h2 state (the `h2` crate's buffers and streams "
-        "table, a task per connection); HTTP/1.1 keep-alive connections meet the issue's target."
+        "an idle HTTP/2 connection holds the `h2` crate's connection state, and h2 (0.4.20) allocates "
+        "a 16 KiB write buffer (`codec/framed_write.rs`, `DEFAULT_BUFFER_CAPACITY`) and tokio-util's "
+        "8 KiB read buffer for every connection up front: 24 of the ~31 KiB per connection, and "
+        "neither is a setting of h2's `server::Builder` (what Pingora's `h2_options` exposes). "
+        "HTTP/1.1 keep-alive connections meet the issue's target."
     ),
 }
 
