@@ -5,8 +5,9 @@
 #   ensure_packages CMD=PKG   (from scripts/ensure-packages.sh) apt-get what is missing
 #   ensure_debs PKG...        apt-get the Debian packages that are not installed (dpkg -s)
 #   build_release             cd to ROOT; cargo build --release -p cosygate -p cosyvoice-sim
-#                             unless BENCH_NO_BUILD=1; sets GW and SIM to the two binaries
-#                             (in BENCH_BIN_DIR when set, else ROOT/target/release)
+#                             --example plain_proxy unless BENCH_NO_BUILD=1; sets GW, SIM and
+#                             PLAIN_PROXY to the binaries (in BENCH_BIN_DIR when set, else
+#                             ROOT/target/release; the example under examples/)
 #   need_exec FILE...         die unless every FILE is an executable
 #   make_tmp PREFIX           TMP (a fresh temp dir), PIDS (servers to stop) and the exit trap
 #                             that stops them and removes TMP (kept with BENCH_KEEP_TMP=1)
@@ -38,13 +39,15 @@ die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 build_release() {
     cd "$ROOT" || die "cannot cd to $ROOT"
     if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-        say "cargo build --release -p cosygate -p cosyvoice-sim"
-        cargo build --release -p cosygate -p cosyvoice-sim --quiet
+        say "cargo build --release -p cosygate -p cosyvoice-sim --example plain_proxy"
+        cargo build --release -p cosygate -p cosyvoice-sim --example plain_proxy --quiet
     fi
     # shellcheck disable=SC2034 # used by the scripts
     GW=${BENCH_BIN_DIR:-$ROOT/target/release}/cosygate
     # shellcheck disable=SC2034
     SIM=${BENCH_BIN_DIR:-$ROOT/target/release}/cosyvoice-sim
+    # shellcheck disable=SC2034
+    PLAIN_PROXY=${BENCH_BIN_DIR:-$ROOT/target/release}/examples/plain_proxy
 }
 ensure_debs() {
     local missing=() pkg

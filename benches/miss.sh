@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the gateway adds to a miss (issue 15): latency of POST /generate straight to a
-# cosyvoice-sim, through cosygate (the answer stored and checked whole, and `"stream": true`) and
-# through HAProxy in front of the same sim, in interleaved rounds, closed loop on one connection
+# cosyvoice-sim, through cosygate (the answer stored and checked whole, and `"stream": true`),
+# through HAProxy in front of the same sim, and through a bare Pingora proxy
+# (`examples/plain_proxy.rs`: Pingora's own cost, without anything cosygate does), in interleaved rounds, closed loop on one connection
 # (wrk -c1) and open loop at a fixed rate (oha -q). "Added" = the path's percentile minus the
 # direct call's, per round; the medians over rounds are reported.
 #
@@ -38,13 +39,14 @@ if ((OPEN == 1)) && ! command -v oha >/dev/null 2>&1; then
 fi
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 build_release
-need_exec "$GW" "$SIM"
+need_exec "$GW" "$SIM" "$PLAIN_PROXY"
 make_tmp cosygate-miss
 pin_cores
 
 SIM_PORT=$(free_port)
 GW_PORT=$(free_port)
 HA_PORT=$(free_port)
+PLAIN_PORT=$(free_port)
 SERVER_CPU_SAVED=$SERVER_CPU
 SERVER_CPU=$LOAD_CPU # the sim shares core 0 with the load generator
 spawn "$TMP/sim.log" "$SIM" --listen "127.0.0.1:$SIM_PORT" --speakers 中文女 --rtf 0 --first-chunk-ms 0 --json-health
@@ -88,7 +90,10 @@ EOF
 "$HAPROXY" -c -q -f "$TMP/haproxy.cfg" || die "haproxy refused its config"
 spawn "$TMP/haproxy.log" "$HAPROXY" -db -f "$TMP/haproxy.cfg"
 HA_PID=${PIDS[-1]}
+spawn "$TMP/plain.log" "$PLAIN_PROXY" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$SIM_PORT"
+PLAIN_PID=${PIDS[-1]}
 wait_http "http://127.0.0.1:$GW_PORT/health" cosygate "$GW_PID" "$TMP/gw.log"
+wait_http "http://127.0.0.1:$PLAIN_PORT/health" pingora "$PLAIN_PID" "$TMP/plain.log"
 wait_http "http://127.0.0.1:$HA_PORT/health" haproxy "$HA_PID" "$TMP/haproxy.log"
 
 TEXT=$(python3 -c 'import sys; n = int(sys.argv[1]); print(("Hello there, the miss path. " * n)[:n].strip() or "Hi")' "$CHARS")
@@ -105,9 +110,10 @@ path() {
         cosygate) P_URL="http://127.0.0.1:$GW_PORT/generate" P_BODY=store ;;
         cosygate-stream) P_URL="http://127.0.0.1:$GW_PORT/generate" P_BODY=stream ;;
         haproxy) P_URL="http://127.0.0.1:$HA_PORT/generate" P_BODY=store ;;
+        pingora) P_URL="http://127.0.0.1:$PLAIN_PORT/generate" P_BODY=store ;;
     esac
 }
-PATHS="direct cosygate cosygate-stream haproxy"
+PATHS="direct cosygate cosygate-stream haproxy pingora"
 BYTES=""
 for p in $PATHS; do
     path "$p"
