@@ -116,15 +116,7 @@ done
 cp "$TMP/bodies/0.json" "$TMP/hot.lines"
 for i in $(seq 1 "$DISK_KEYS"); do cat "$TMP/bodies/$i.json"; done >"$TMP/disk.lines"
 # The zero-shot body: 3 s of 16 kHz mono int16 prompt (a 96 KB WAV, 128 KB of base64), one line.
-python3 - "$TMP/bodies/zs.json" <<'PY'
-import base64, json, math, struct, sys
-rate, n = 16000, 48000
-pcm = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 220 * i / rate))) for i in range(n))
-wav = b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", len(pcm)) + pcm
-body = {"mode": "zero_shot", "text": "Hello there, a zero shot sentence from the cache.",
-        "prompt_text": "This is what the three second prompt says.", "prompt_audio": base64.b64encode(wav).decode()}
-open(sys.argv[1], "w").write(json.dumps(body) + "\n")
-PY
+zero_shot_body "$TMP/bodies/zs.json"
 cp "$TMP/bodies/zs.json" "$TMP/zs.lines"
 ZS_BODY_BYTES=$(($(stat -c %s "$TMP/bodies/zs.json") - 1))
 # LUA LINES: a wrk script sending one POST per line of LINES, cycled in order (one wrk thread,

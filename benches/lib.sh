@@ -24,6 +24,8 @@
 #   to_ms VALUE               wrk's "1.23ms", "456.78us", "1.02s" in milliseconds
 #   median_col FILE COLUMN    the median of one whitespace-separated column of FILE
 #   machine                   one line: cores, CPU model, memory, kernel
+#   zero_shot_body FILE       the zero-shot request of the cache parts (3 s of 16 kHz prompt: a 96 KB
+#                             WAV, 128 KB of base64) as one JSON line in FILE
 #   gw_yaml_head NAME PORT [THREADS]  the process part of a gateway config (THREADS or 2 threads, pid file and
 #                             upgrade socket TMP/NAME.*, no grace) up to `listen` on PORT
 
@@ -184,4 +186,16 @@ cosygate:
   listen:
     - addr: 127.0.0.1:$2
 EOF
+}
+
+zero_shot_body() {
+    python3 - "$1" <<'PY'
+import base64, json, math, struct, sys
+rate, n = 16000, 48000
+pcm = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 220 * i / rate))) for i in range(n))
+wav = b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", len(pcm)) + pcm
+body = {"mode": "zero_shot", "text": "Hello there, a zero shot sentence from the cache.",
+        "prompt_text": "This is what the three second prompt says.", "prompt_audio": base64.b64encode(wav).decode()}
+open(sys.argv[1], "w").write(json.dumps(body) + "\n")
+PY
 }

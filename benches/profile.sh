@@ -67,15 +67,7 @@ MISS_PID=${PIDS[2]}
 printf '{"mode":"sft","spk_id":"英文女","text":"%s"}' \
     "Sentence 00000 of the cache benchmark comes back from the cache again, and again, and again." >"$TMP/hit.json"
 printf '{"mode":"sft","spk_id":"英文女","text":"Hello th"}' >"$TMP/miss.json"
-python3 - "$TMP/zs-hit.json" <<'PY'
-import base64, json, math, struct, sys
-rate, n = 16000, 48000
-pcm = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 220 * i / rate))) for i in range(n))
-wav = b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", len(pcm)) + pcm
-body = {"mode": "zero_shot", "text": "Hello there, a zero shot sentence from the cache.",
-        "prompt_text": "This is what the three second prompt says.", "prompt_audio": base64.b64encode(wav).decode()}
-open(sys.argv[1], "w").write(json.dumps(body))
-PY
+zero_shot_body "$TMP/zs-hit.json"
 for b in hit miss zs-hit; do
     printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nlocal f = io.open("%s", "rb")\nwrk.body = f:read("*all")\nf:close()\n' "$TMP/$b.json" >"$TMP/$b.lua"
 done

@@ -6,7 +6,7 @@
 //! across tenants.
 
 use crate::common::gateway::{eventually, free_port, pool_yaml, Gateway};
-use crate::common::metrics::{parse_metrics, sum};
+use crate::common::metrics::{scrape, sum};
 use crate::common::redis::Redis;
 use crate::common::sim::{args_for, Sim};
 use crate::support::{client, requests, sha256_hex, FAST};
@@ -99,16 +99,9 @@ async fn healthy(gw: &Gateway, want: u64) {
 }
 
 async fn metric(admin: u16, rung: &str) -> f64 {
-    let text = client()
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let samples = scrape(admin).await;
     sum(
-        &parse_metrics(&text),
+        &samples,
         "cosygate_degraded_total",
         &[("pool", "cosyvoice"), ("rung", rung)],
     )

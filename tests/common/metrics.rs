@@ -51,3 +51,14 @@ pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .map(|s| s.value)
         .sum()
 }
+
+/// Scrapes the admin listener on `admin_port` (loopback, no token) and parses its samples.
+pub async fn scrape(admin_port: u16) -> Vec<Sample> {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .await
+        .expect("the admin listener answers /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    parse_metrics(&text)
+}

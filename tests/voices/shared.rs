@@ -2,7 +2,7 @@
 //! instances (a flush heals, an outage keeps serving from disk).
 
 use crate::common::gateway::Gateway;
-use crate::common::metrics::{parse_metrics, sum};
+use crate::common::metrics::{scrape, sum};
 use crate::common::redis::Redis;
 use crate::common::sim::{test_wav, Sim};
 use crate::support::*;
@@ -28,15 +28,7 @@ async fn voices_survive_a_restart() {
         &format!("  admin: {{ addr: 127.0.0.1:{admin_port} }}\n  voices:"),
     ));
     assert_eq!(names(&list(&gw, Some(TOKEN_A)).await), ["anna"]);
-    let metrics = client()
-        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let samples = parse_metrics(&metrics);
+    let samples = scrape(admin_port).await;
     assert_eq!(
         sum(&samples, "cosygate_voices", &[]),
         1.0,
