@@ -49,15 +49,8 @@ async fn voices_survive_a_restart() {
 async fn instances_share_voices_through_redis() {
     let redis = Redis::start();
     let sim = Sim::start(FAST);
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let redis_conf = redis_cache(&redis);
-    let (gw_a, gw_b) = (
-        instance(&sim, &dir_a, &redis_conf),
-        instance(&sim, &dir_b, &redis_conf),
-    );
+    let pair = Instances::new(&redis);
+    let (gw_a, gw_b) = (pair.start(&sim, A), pair.start(&sim, B));
     let wav = test_wav(1.0, 16000);
     let id = sha256_hex(&wav);
 
@@ -102,20 +95,39 @@ async fn instances_share_voices_through_redis() {
     assert_eq!((after.status, after.code()), (422, "unknown_voice"));
     // Restarted, A does not bring it back from its directory.
     drop(gw_a);
-    let gw_a = instance(&sim, &dir_a, &redis_conf);
+    let gw_a = pair.start(&sim, A);
     assert!(names(&list(&gw_a, Some(TOKEN_A)).await).is_empty());
     assert!(names(&list(&gw_b, Some(TOKEN_A)).await).is_empty());
 }
 
 /// FLUSHALL on the test's Redis.
 /// The cache section's Redis tier, which voices share too.
-fn redis_cache(redis: &Redis) -> String {
-    format!(", redis: {{ url: \"{}\", timeout: 500ms }}", redis.url())
+/// Instance A's and instance B's index in [`Instances`].
+const A: usize = 0;
+const B: usize = 1;
+
+/// Two gateway instances, each with a voice directory of its own, sharing one Redis.
+struct Instances {
+    dirs: [tempfile::TempDir; 2],
+    redis_conf: String,
 }
 
-/// One gateway instance with its own voice directory and the shared Redis.
-fn instance(sim: &Sim, dir: &tempfile::TempDir, redis_conf: &str) -> Gateway {
-    Gateway::start(&config(sim, &voices_at(dir.path(), ""), redis_conf))
+impl Instances {
+    fn new(redis: &Redis) -> Self {
+        Self {
+            dirs: [0, 1].map(|_| tempfile::tempdir().expect("dir")),
+            redis_conf: format!(", redis: {{ url: \"{}\", timeout: 500ms }}", redis.url()),
+        }
+    }
+
+    /// Starts (or restarts) instance `which` on its directory.
+    fn start(&self, sim: &Sim, which: usize) -> Gateway {
+        Gateway::start(&config(
+            sim,
+            &voices_at(self.dirs[which].path(), ""),
+            &self.redis_conf,
+        ))
+    }
 }
 
 async fn flush(redis: &Redis) {
@@ -131,15 +143,8 @@ async fn flush(redis: &Redis) {
 async fn voices_outlive_a_redis_flush_and_an_outage() {
     let mut redis = Redis::start();
     let sim = Sim::start(FAST);
-    let (dir_a, dir_b) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let redis_conf = redis_cache(&redis);
-    let (gw_a, gw_b) = (
-        instance(&sim, &dir_a, &redis_conf),
-        instance(&sim, &dir_b, &redis_conf),
-    );
+    let pair = Instances::new(&redis);
+    let (gw_a, gw_b) = (pair.start(&sim, A), pair.start(&sim, B));
     let wav = test_wav(1.0, 16000);
     assert_eq!(
         register(&gw_a, Some(TOKEN_A), "anna", &wav, TRANSCRIPT)
