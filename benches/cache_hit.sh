@@ -88,7 +88,7 @@ gateway_conf() {
         - addr: 127.0.0.1:$SIM_PORT
 EOF
     } >"$TMP/$1.yaml"
-    "$GW" -t -c "$TMP/$1.yaml" >"$TMP/$1.check" 2>&1 || { cat "$TMP/$1.check" >&2; die "$1 config refused"; }
+    gw_check "$1"
 }
 
 MEM_PORT=$(free_port)

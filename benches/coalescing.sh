@@ -54,7 +54,7 @@ wait_http "http://127.0.0.1:$SIM_PORT/health" cosyvoice-sim "$SIM_PID" "$TMP/sim
         - addr: 127.0.0.1:$SIM_PORT
 EOF
 } >"$TMP/gw.yaml"
-"$GW" -t -c "$TMP/gw.yaml" >"$TMP/gw.check" 2>&1 || { cat "$TMP/gw.check" >&2; die "cosygate refused its config"; }
+gw_check gw
 RUST_LOG=${RUST_LOG:-warn} spawn "$TMP/gw.log" "$GW" -c "$TMP/gw.yaml"
 GW_PID=${PIDS[-1]}
 NGX=$TMP/nginx

@@ -149,7 +149,7 @@ cosygate:
         - addr: 127.0.0.1:${SIM_PORTS[0]}
         - addr: 127.0.0.1:${SIM_PORTS[1]}
 EOF
-    "$GW" -t -c "$TMP/cosygate.yaml" >"$TMP/cosygate.check" 2>&1 || { cat "$TMP/cosygate.check" >&2; die "cosygate refused its config"; }
+    gw_check cosygate
     RUST_LOG=${RUST_LOG:-info} spawn "$TMP/cosygate.log" "$GW" -c "$TMP/cosygate.yaml"
     GW_PID=${PIDS[-1]}
     wait_http "http://127.0.0.1:$GW_PORT/health" cosygate "$GW_PID" "$TMP/cosygate.log"

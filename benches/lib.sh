@@ -24,6 +24,7 @@
 #   to_ms VALUE               wrk's "1.23ms", "456.78us", "1.02s" in milliseconds
 #   median_col FILE COLUMN    the median of one whitespace-separated column of FILE
 #   machine                   one line: cores, CPU model, memory, kernel
+#   gw_check NAME             `cosygate -t` on TMP/NAME.yaml; on a refusal shows why and dies
 #   zero_shot_body FILE       the zero-shot request of the cache parts (3 s of 16 kHz prompt: a 96 KB
 #                             WAV, 128 KB of base64) as one JSON line in FILE
 #   gw_yaml_head NAME PORT [THREADS]  the process part of a gateway config (THREADS or 2 threads, pid file and
@@ -198,4 +199,8 @@ body = {"mode": "zero_shot", "text": "Hello there, a zero shot sentence from the
         "prompt_text": "This is what the three second prompt says.", "prompt_audio": base64.b64encode(wav).decode()}
 open(sys.argv[1], "w").write(json.dumps(body) + "\n")
 PY
+}
+
+gw_check() {
+    "$GW" -t -c "$TMP/$1.yaml" >"$TMP/$1.check" 2>&1 || { cat "$TMP/$1.check" >&2; die "$1: cosygate refused its config"; }
 }

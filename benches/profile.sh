@@ -55,7 +55,7 @@ EOF
 } >"$TMP/gw-miss.yaml"
 export RUST_LOG=${RUST_LOG:-info}
 for g in gw-hit gw-miss; do
-    "$GW" -t -c "$TMP/$g.yaml" >"$TMP/$g.check" 2>&1 || { cat "$TMP/$g.check" >&2; die "$g config refused"; }
+    gw_check "$g"
     spawn "$TMP/$g.log" "$GW" -c "$TMP/$g.yaml"
 done
 wait_http "http://127.0.0.1:$HIT_PORT/health" gw-hit "${PIDS[1]}" "$TMP/gw-hit.log"
