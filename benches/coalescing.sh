@@ -54,9 +54,7 @@ wait_http "http://127.0.0.1:$SIM_PORT/health" cosyvoice-sim "$SIM_PID" "$TMP/sim
         - addr: 127.0.0.1:$SIM_PORT
 EOF
 } >"$TMP/gw.yaml"
-gw_check gw
-RUST_LOG=${RUST_LOG:-warn} spawn "$TMP/gw.log" "$GW" -c "$TMP/gw.yaml"
-GW_PID=${PIDS[-1]}
+RUST_LOG=${RUST_LOG:-warn} gw_start gw
 NGX=$TMP/nginx
 mkdir -p "$NGX/cache" "$NGX/tmp"
 cat >"$NGX/nginx.conf" <<EOF

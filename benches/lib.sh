@@ -25,6 +25,8 @@
 #   median_col FILE COLUMN    the median of one whitespace-separated column of FILE
 #   machine                   one line: cores, CPU model, memory, kernel
 #   gw_check NAME             `cosygate -t` on TMP/NAME.yaml; on a refusal shows why and dies
+#   gw_start NAME             gw_check, then cosygate on TMP/NAME.yaml (log TMP/NAME.log) as a
+#                             server (spawn); its pid in GW_PID
 #   zero_shot_body FILE       the zero-shot request of the cache parts (3 s of 16 kHz prompt: a 96 KB
 #                             WAV, 128 KB of base64) as one JSON line in FILE
 #   gw_yaml_head NAME PORT [THREADS]  the process part of a gateway config (THREADS or 2 threads, pid file and
@@ -203,4 +205,11 @@ PY
 
 gw_check() {
     "$GW" -t -c "$TMP/$1.yaml" >"$TMP/$1.check" 2>&1 || { cat "$TMP/$1.check" >&2; die "$1: cosygate refused its config"; }
+}
+
+gw_start() {
+    gw_check "$1"
+    spawn "$TMP/$1.log" "$GW" -c "$TMP/$1.yaml"
+    # shellcheck disable=SC2034 # used by the scripts
+    GW_PID=${PIDS[-1]}
 }

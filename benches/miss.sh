@@ -68,9 +68,7 @@ wait_http "http://127.0.0.1:$SIM_PORT/health" cosyvoice-sim "$SIM_PID" "$TMP/sim
         - addr: 127.0.0.1:$SIM_PORT
 EOF
 } >"$TMP/gw.yaml"
-gw_check gw
-RUST_LOG=${RUST_LOG:-warn} spawn "$TMP/gw.log" "$GW" -c "$TMP/gw.yaml"
-GW_PID=${PIDS[-1]}
+RUST_LOG=${RUST_LOG:-warn} gw_start gw
 cat >"$TMP/haproxy.cfg" <<EOF
 global
     nbthread 1
