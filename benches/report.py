@@ -62,6 +62,20 @@ set xtics rotate by -20 scale 0
 """
 
 
+
+def two_bars(plots, png, title, left, right, data):
+    """Two bar panels side by side from `data` (lines of "label" LEFT RIGHT) as docs/PNG."""
+    plot = BARS + """set multiplot layout 1,2 title '%s'
+set title '%s'
+plot 'DIR/d' using 2:xtic(1) notitle lc rgb '#4477aa'
+set title '%s'
+plot 'DIR/d' using 3:xtic(1) notitle lc rgb '#cc6677'
+unset multiplot
+""" % (title, left, right)
+    gnuplot(plot, os.path.join(plots, png), {"d": data})
+    return [png]
+
+
 def cache_hit(d, plots):
     raw = [r for r in rows(os.path.join(d, "cache_hit.raw")) if not r[0].startswith("single-")]
     single = {r[0][len("single-"):]: r for r in rows(os.path.join(d, "cache_hit.raw")) if r[0].startswith("single-")}
@@ -113,16 +127,8 @@ def cache_hit(d, plots):
                 loses.append("Target missed: %s against %s, %s (measured %.2f× requests/s)." % (label[a], label[b], target, r))
     names = [t for t in order]
     data = "".join('"%s" %.1f %.1f\n' % (t, m[t]["rps"], m[t]["cpu"]) for t in names)
-    plot = BARS + """set multiplot layout 1,2 title 'Cache hits: one worker each, wrk -t1 -c16 (medians)'
-set title 'requests/s (higher is better)'
-plot 'DIR/d' using 2:xtic(1) notitle lc rgb '#4477aa'
-set title 'server CPU µs per request (lower is better)'
-plot 'DIR/d' using 3:xtic(1) notitle lc rgb '#cc6677'
-unset multiplot
-"""
-    png = os.path.join(plots, "bench-cache-hit.png")
-    gnuplot(plot, png, {"d": data})
-    return out, loses, ["bench-cache-hit.png"]
+    pngs = two_bars(plots, "bench-cache-hit.png", "Cache hits: one worker each, wrk -t1 -c16 (medians)", "requests/s (higher is better)", "server CPU µs per request (lower is better)", data)
+    return out, loses, pngs
 
 
 def miss(d, plots):
@@ -168,15 +174,8 @@ def miss(d, plots):
                          "cosygate's own work adds %.0f µs on top of it." % (
                              "one connection" if mode == "closed" else "open loop", bare[0], g[0] - bare[0]))
     data = "".join('"%s %s" %.0f %.0f\n' % ("1 conn" if k[0] == "closed" else "open loop", k[1], v[0], v[1]) for k, v in added.items())
-    plot = BARS + """set multiplot layout 1,2 title 'Miss path: latency added over a direct call to the sim (µs, lower is better)'
-set title 'added p50'
-plot 'DIR/d' using 2:xtic(1) notitle lc rgb '#4477aa'
-set title 'added p99'
-plot 'DIR/d' using 3:xtic(1) notitle lc rgb '#cc6677'
-unset multiplot
-"""
-    gnuplot(plot, os.path.join(plots, "bench-miss.png"), {"d": data})
-    return out, loses, ["bench-miss.png"]
+    pngs = two_bars(plots, "bench-miss.png", "Miss path: latency added over a direct call to the sim (µs, lower is better)", "added p50", "added p99", data)
+    return out, loses, pngs
 
 
 def overload(d, plots):
@@ -268,15 +267,8 @@ def idle(d, plots):
             if g[2] > n[2]:
                 loses.append("Idle %s: cosygate %.2f KiB per connection against nginx's %.2f KiB (%.0f×)." % (proto, g[2], n[2], g[2] / max(n[2], 0.01)))
     data = "".join('"%s %s" %.2f %.1f\n' % (k[0], k[1], v[2], v[1]) for k, v in rss.items())
-    plot = BARS + """set multiplot layout 1,2 title 'Idle keep-alive connections (10,000)'
-set title 'KiB per idle connection'
-plot 'DIR/d' using 2:xtic(1) notitle lc rgb '#4477aa'
-set title 'RSS with them (MiB)'
-plot 'DIR/d' using 3:xtic(1) notitle lc rgb '#cc6677'
-unset multiplot
-"""
-    gnuplot(plot, os.path.join(plots, "bench-idle.png"), {"d": data})
-    return out, loses, ["bench-idle.png"]
+    pngs = two_bars(plots, "bench-idle.png", "Idle keep-alive connections (10,000)", "KiB per idle connection", "RSS with them (MiB)", data)
+    return out, loses, pngs
 
 
 def stream_ttfb(d, plots):
