@@ -144,7 +144,16 @@ fn degrade(c: &mut Criterion) {
     let req = GenerateRequest::parse(&sft_body(), LIMITS).expect("the bench body is valid");
     let prompt = prompt_sha256(&req);
     group.bench_function("families_sft_2KB", |b| {
-        b.iter(|| Families::of(None, black_box("default"), "cosyvoice3", black_box(&req), &prompt));
+        b.iter(|| {
+            Families::of(
+                None,
+                "anonymous",
+                black_box("default"),
+                "cosyvoice3",
+                black_box(&req),
+                &prompt,
+            )
+        });
     });
     // The local index at its bound: every lookup of a stored family, as a rung makes it.
     let index = ApproxIndex::default();

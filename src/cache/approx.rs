@@ -109,8 +109,9 @@ pub struct Approximate {
 }
 
 impl Cache {
-    /// The families `req` is filed under in this pool, within the caller's `scope` when
-    /// `share: tenant` (as its key is), with its prompt's hex sha256 from [`Cache::key`].
+    /// The families `req` is filed under in this pool: the same voice within the caller's
+    /// `scope` when `share: tenant` (as its key is), the same text always within it (see
+    /// [`Families`]); with its prompt's hex sha256 from [`Cache::key`].
     pub fn families(
         &self,
         scope: &str,
@@ -119,11 +120,11 @@ impl Cache {
         req: &crate::api::GenerateRequest,
         prompt_sha256: &str,
     ) -> Families {
-        let scope = match self.share {
+        let shared = match self.share {
             crate::config::CacheShare::Global => None,
             crate::config::CacheShare::Tenant => Some(scope),
         };
-        Families::of(scope, pool, model_version, req, prompt_sha256)
+        Families::of(shared, scope, pool, model_version, req, prompt_sha256)
     }
 
     /// Files a stored entry under its families (here and in Redis); fallback audio is not filed.

@@ -101,8 +101,11 @@ fn canonical(tag: &[u8], fields: &[(&str, &[u8])]) -> CacheKey {
 }
 
 /// The keys of the approximate indexes an entry is filed under (`degrade.ladder`): its
-/// family of entries in the same voice (the exact key's fields but seed and speed) and in
-/// the same text (tenant and text only). Both carry the tenant, so no rung crosses tenants.
+/// family of entries in the same voice (the exact key's fields but seed and speed, within the
+/// cache's scope, as the exact key) and in the same text (the caller's own tenant and the text,
+/// whatever the cache's `share`: another tenant's entry may speak in a voice cloned from that
+/// tenant's private sample). With `share: tenant` no rung crosses tenants; with `share: global`
+/// only `same_voice` does, and only to callers who sent that very voice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Families {
     pub same_voice: CacheKey,
@@ -110,18 +113,18 @@ pub struct Families {
 }
 
 impl Families {
+    /// `shared_scope`: the tenant when the cache is shared per tenant (as for the exact key);
+    /// `caller`: the caller's own tenant (`Caller::cache_scope`), always.
     pub fn of(
-        tenant: Option<&str>,
+        shared_scope: Option<&str>,
+        caller: &str,
         pool: &str,
         model_version: &str,
         req: &GenerateRequest,
         prompt_sha256: &str,
     ) -> Self {
-        let voice = voice_fields(tenant, pool, model_version, req, prompt_sha256);
-        let text = [
-            ("tenant", tenant.unwrap_or("").as_bytes()),
-            ("text", req.text.as_bytes()),
-        ];
+        let voice = voice_fields(shared_scope, pool, model_version, req, prompt_sha256);
+        let text = [("tenant", caller.as_bytes()), ("text", req.text.as_bytes())];
         Families {
             same_voice: canonical(b"cosygate-same-voice-v1", &voice),
             same_text: canonical(b"cosygate-same-text-v1", &text),
@@ -244,7 +247,14 @@ mod tests {
     fn families_ignore_seed_and_speed_but_not_voice_tenant_or_text() {
         let families = |body: &str, tenant: Option<&str>| {
             let req = GenerateRequest::parse(body.as_bytes(), LIMITS).expect("valid");
-            Families::of(tenant, "p", "v", &req, &prompt_sha256(&req))
+            Families::of(
+                tenant,
+                tenant.unwrap_or("anonymous"),
+                "p",
+                "v",
+                &req,
+                &prompt_sha256(&req),
+            )
         };
         let base = families(r#"{"text":"hi","mode":"sft","spk_id":"a"}"#, None);
         let other_seed = families(
@@ -261,6 +271,17 @@ mod tests {
         let other_tenant = families(r#"{"text":"hi","mode":"sft","spk_id":"a"}"#, Some("t"));
         assert_ne!(base.same_voice, other_tenant.same_voice);
         assert_ne!(base.same_text, other_tenant.same_text, "no rung crosses tenants");
+        let req =
+            GenerateRequest::parse(br#"{"text":"hi","mode":"sft","spk_id":"a"}"#, LIMITS).expect("valid");
+        let (x, y) = (
+            Families::of(None, "x", "p", "v", &req, ""),
+            Families::of(None, "y", "p", "v", &req, ""),
+        );
+        assert_eq!(x.same_voice, y.same_voice, "share: global shares the same voice");
+        assert_ne!(
+            x.same_text, y.same_text,
+            "but never another tenant's voice for the same text"
+        );
         let other_text = families(r#"{"text":"ho","mode":"sft","spk_id":"a"}"#, None);
         assert_ne!(base.same_text, other_text.same_text);
         let exact = cache_key(

@@ -319,3 +319,45 @@ async fn redis_shares_the_families_with_every_instance_and_a_purge_removes_the_s
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn with_share_global_same_voice_is_shared_but_same_text_stays_in_the_tenant() {
+    let sim = Sim::start(FAST);
+    let gw = Gateway::start(&format!(
+        "{}  cache: {{ share: global }}\n{}",
+        tokens_yaml(),
+        pool_yaml(
+            "cosyvoice_fastapi",
+            &[sim.addr()],
+            "      degrade: { ladder: [same_voice, same_text], fallback: false }\n"
+        )
+    ));
+    let text = "Lunch is at noon.";
+    let a = ask(&gw, &sft(text, "中文男", 0, 1.0), &[A]).await;
+    assert_eq!((a.status, a.cache.as_str()), (200, "MISS"));
+    let key_a = a.key.clone().expect("key");
+
+    sim.kill();
+    healthy(&gw, 0).await;
+    // The very voice B asked for: the global cache shares it, as it shares the exact key.
+    approximate(
+        &ask(&gw, &sft(text, "中文男", 4, 1.0), &[B]).await,
+        "same_voice",
+        &key_a,
+        &a.body,
+    );
+    // Another voice: A's entry (its voice could be A's private clone) is not B's to hear.
+    let other = ask(&gw, &sft(text, "英文女", 0, 1.0), &[B]).await;
+    assert_eq!(
+        (other.status, other.degraded.as_deref()),
+        (503, None),
+        "{other:?}"
+    );
+    // A itself gets its own entry for any voice.
+    approximate(
+        &ask(&gw, &sft(text, "英文女", 0, 1.0), &[A]).await,
+        "same_text",
+        &key_a,
+        &a.body,
+    );
+}

@@ -11,7 +11,9 @@ pub enum Rung {
     /// The same pool, mode, text and voice (prompt audio and transcript, `spk_id` or
     /// `voice_id`; the same instruction), made with any seed or speed.
     SameVoice,
-    /// The same text in the caller's cache scope, in any voice, from any pool.
+    /// The same text, in any voice, from any pool, among the caller's own tenant's entries
+    /// (also with `cache.share: global`: another tenant's may be in a voice cloned from its
+    /// private sample).
     SameText,
 }
 
