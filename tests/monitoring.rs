@@ -9,9 +9,9 @@
 //!   in it parses as PromQL (`promtool check rules` on a rules file made of them).
 //! - Every metric named by an alert or a dashboard query is one the gateway really exports: the
 //!   real gateway, with its admin listener, serves some traffic (hits, misses, refusals, a 429,
-//!   two backends cutting the same request, a retry refused by a spent budget, an unreachable
-//!   Redis, a restart command that fails), and its `GET /metrics` must show each name (labelled
-//!   series exist only once something counted them).
+//!   two backends cutting the same request, a retry refused by a spent budget, a degraded
+//!   answer, an unreachable Redis, a restart command that fails), and its `GET /metrics` must
+//!   show each name (labelled series exist only once something counted them).
 
 mod common;
 
@@ -488,7 +488,11 @@ fn client() -> reqwest::Client {
 }
 
 async fn generate(gw: &Gateway, text: &str) -> u16 {
-    let body = json!({"text": text, "mode": "sft", "spk_id": "中文女"});
+    generate_seeded(gw, text, 0).await
+}
+
+async fn generate_seeded(gw: &Gateway, text: &str, seed: u64) -> u16 {
+    let body = json!({"text": text, "mode": "sft", "spk_id": "中文女", "seed": seed});
     client()
         .post(gw.url("/generate"))
         .json(&body)
@@ -590,6 +594,16 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported() {
     one.fault("error500", 1).await;
     two.fault("error500", 1).await;
     assert_eq!(generate(&gw, "Metrics, no retry.").await, 502, "{}", gw.log());
+    // The pool fails a request whose voice is cached with another seed: the degradation
+    // ladder's same_voice entry answers it (cosygate_degraded_total).
+    one.fault("error500", 1).await;
+    two.fault("error500", 1).await;
+    assert_eq!(
+        generate_seeded(&gw, "Metrics, take 0.", 1).await,
+        200,
+        "{}",
+        gw.log()
+    );
     let mut limited = false;
     for _ in 0..20 {
         if generate(&gw, "Metrics, take 1.").await == 429 {
