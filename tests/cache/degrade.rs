@@ -194,26 +194,33 @@ fn tokens_yaml() -> String {
     )
 }
 
-#[tokio::test]
-async fn same_text_when_configured_never_across_tenants_and_no_fallback_means_the_error() {
+/// A gateway with tokens for tenants A and B, `cache.share: SHARE` and the ladder
+/// `[same_voice, same_text]` without fallback; tenant A's `TEXT` in voice `SPK` (seed 0) is
+/// synthesized and cached, then the only backend is killed. Returns the gateway, A's answer
+/// and its key.
+async fn tenant_a_cached_then_no_backend(share: &str, text: &str, spk: &str) -> (Gateway, Seen, String) {
     let sim = Sim::start(FAST);
-    let addr = sim.addr();
     let gw = Gateway::start(&format!(
-        "{}  cache: {{ share: tenant }}\n{ESPEAK}{}",
+        "{}  cache: {{ share: {share} }}\n{}",
         tokens_yaml(),
         pool_yaml(
             "cosyvoice_fastapi",
-            &[addr],
+            &[sim.addr()],
             "      degrade: { ladder: [same_voice, same_text], fallback: false }\n"
         )
     ));
-    let text = "The bus leaves at eight.";
-    let a = ask(&gw, &sft(text, "中文女", 0, 1.0), &[A]).await;
+    let a = ask(&gw, &sft(text, spk, 0, 1.0), &[A]).await;
     assert_eq!((a.status, a.cache.as_str()), (200, "MISS"));
     let key_a = a.key.clone().expect("key");
-
     sim.kill();
     healthy(&gw, 0).await;
+    (gw, a, key_a)
+}
+
+#[tokio::test]
+async fn same_text_when_configured_never_across_tenants_and_no_fallback_means_the_error() {
+    let text = "The bus leaves at eight.";
+    let (gw, a, key_a) = tenant_a_cached_then_no_backend("tenant", text, "中文女").await;
     // Tenant A, another voice: its own same-text entry.
     approximate(
         &ask(&gw, &sft(text, "英文男", 0, 1.0), &[A]).await,
@@ -322,23 +329,8 @@ async fn redis_shares_the_families_with_every_instance_and_a_purge_removes_the_s
 
 #[tokio::test]
 async fn with_share_global_same_voice_is_shared_but_same_text_stays_in_the_tenant() {
-    let sim = Sim::start(FAST);
-    let gw = Gateway::start(&format!(
-        "{}  cache: {{ share: global }}\n{}",
-        tokens_yaml(),
-        pool_yaml(
-            "cosyvoice_fastapi",
-            &[sim.addr()],
-            "      degrade: { ladder: [same_voice, same_text], fallback: false }\n"
-        )
-    ));
     let text = "Lunch is at noon.";
-    let a = ask(&gw, &sft(text, "中文男", 0, 1.0), &[A]).await;
-    assert_eq!((a.status, a.cache.as_str()), (200, "MISS"));
-    let key_a = a.key.clone().expect("key");
-
-    sim.kill();
-    healthy(&gw, 0).await;
+    let (gw, a, key_a) = tenant_a_cached_then_no_backend("global", text, "中文男").await;
     // The very voice B asked for: the global cache shares it, as it shares the exact key.
     approximate(
         &ask(&gw, &sft(text, "中文男", 4, 1.0), &[B]).await,
