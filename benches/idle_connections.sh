@@ -58,12 +58,8 @@ GW_PORT=$(free_port)
     cat <<EOF
   # Idle connections must outlive the measurement: header_timeout is the keep-alive idle timeout.
   limits: { header_timeout: 300s, max_body: 16MiB }
-  pools:
-    cosyvoice:
-      protocol: cosyvoice_fastapi
-      backends:
-        - addr: 127.0.0.1:$SIM_PORT
 EOF
+    gw_fastapi_pool
 } >"$TMP/gw.yaml"
 NG_H1=$(free_port)
 NG_H2=$(free_port)

@@ -61,12 +61,8 @@ for i in "${!BINS[@]}"; do
     {
         gw_yaml_head "gw$i" "$port"
         cat <<EOF
-  pools:
-    cosyvoice:
-      protocol: cosyvoice_fastapi
-      backends:
-        - addr: 127.0.0.1:$SIM_PORT
 EOF
+        gw_fastapi_pool
     } >"$TMP/gw$i.yaml"
     RUST_LOG=warn spawn "$TMP/gw$i.log" "${BINS[$i]}" -c "$TMP/gw$i.yaml"
     wait_http "http://127.0.0.1:$port/health" "gateway ${NAMES[$i]}" "${PIDS[-1]}" "$TMP/gw$i.log"

@@ -24,6 +24,8 @@
 #   to_ms VALUE               wrk's "1.23ms", "456.78us", "1.02s" in milliseconds
 #   median_col FILE COLUMN    the median of one whitespace-separated column of FILE
 #   machine                   one line: cores, CPU model, memory, kernel
+#   gw_fastapi_pool [EXTRA]   the `pools:` part of a gateway config: one `cosyvoice_fastapi` pool
+#                             on the sim at SIM_PORT (EXTRA: more lines of the pool, indented 6)
 #   gw_check NAME             `cosygate -t` on TMP/NAME.yaml; on a refusal shows why and dies
 #   gw_start NAME             gw_check, then cosygate on TMP/NAME.yaml (log TMP/NAME.log) as a
 #                             server (spawn); its pid in GW_PID
@@ -212,4 +214,11 @@ gw_start() {
     spawn "$TMP/$1.log" "$GW" -c "$TMP/$1.yaml"
     # shellcheck disable=SC2034 # used by the scripts
     GW_PID=${PIDS[-1]}
+}
+
+# shellcheck disable=SC2120 # EXTRA is optional
+gw_fastapi_pool() {
+    printf '  pools:\n    cosyvoice:\n      protocol: cosyvoice_fastapi\n%s      backends:\n        - addr: 127.0.0.1:%s\n' \
+        "${1:+$1
+}" "$SIM_PORT"
 }

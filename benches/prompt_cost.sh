@@ -25,12 +25,8 @@ SIM_PID=${PIDS[-1]}
     cat <<EOF
   cache: { ttl: 1h, memory: { max: 64MiB } }
   voices: { path: $TMP/voices, allow_anonymous: true }
-  pools:
-    cosyvoice:
-      protocol: cosyvoice_fastapi
-      backends:
-        - addr: 127.0.0.1:$SIM_PORT
 EOF
+    gw_fastapi_pool
 } >"$TMP/gw.yaml"
 mkdir -p "$TMP/voices"
 spawn "$TMP/gw.log" env RUST_LOG=warn "$GW" -c "$TMP/gw.yaml"

@@ -24,13 +24,8 @@ SIM_PID=${PIDS[-1]}
     gw_yaml_head gw "$GW_PORT"
     cat <<EOF
   cache: { ttl: 1h, memory: { max: 64MiB } }
-  pools:
-    cosyvoice:
-      protocol: cosyvoice_fastapi
-      speakers: [中文女]
-      backends:
-        - addr: 127.0.0.1:$SIM_PORT
 EOF
+    gw_fastapi_pool "      speakers: [中文女]"
 } >"$TMP/gw.yaml"
 spawn "$TMP/gw.log" env RUST_LOG=warn "$GW" -c "$TMP/gw.yaml"
 GW_PID=${PIDS[-1]}
